@@ -1,0 +1,1 @@
+"""Recipes, one module per algorithm (installed as `worldzoo.algorithms`)."""

@@ -1,0 +1,5 @@
+import sys
+
+from worldzoo.cli import main
+
+sys.exit(main())

@@ -1,0 +1,84 @@
+"""The Dreamer agent: world model + actor-critic + optimisers, a train step and a policy."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from worldzoo.behavior import ActorCritic
+from worldzoo.registry import build
+from worldzoo.world_model import OBS_KEYS, WorldModel, variant
+
+
+def space_shapes(obs_space: gym.spaces.Dict) -> dict[str, tuple[int, ...]]:
+    """{key: shape} of the contract's observation keys (image, vector)."""
+    return {k: tuple(obs_space[k].shape) for k in OBS_KEYS if k in obs_space.spaces}
+
+
+def action_spec(act_space: gym.Space) -> tuple[int, bool]:
+    """(action dim, discrete) for a Box in [-1, 1] or a Discrete space."""
+    if isinstance(act_space, gym.spaces.Discrete):
+        return int(act_space.n), True
+    if isinstance(act_space, gym.spaces.Box) and len(act_space.shape) == 1:
+        return int(act_space.shape[0]), False
+    raise ValueError(f"unsupported action space {act_space}; expected Box (n,) or Discrete")
+
+
+class Agent(nn.Module):
+    """Everything that learns. `train_step(batch)` does one world-model update followed by
+    one actor and one critic update; `policy(obs, state, explore)` acts in the env."""
+
+    def __init__(self, cfg: dict, obs_space: gym.spaces.Dict, act_space: gym.Space) -> None:
+        super().__init__()
+        self.obs_shapes = space_shapes(obs_space)
+        self.action_dim, self.discrete = action_spec(act_space)
+        self.wm = WorldModel(cfg, self.obs_shapes, self.action_dim)
+        self.ac = ActorCritic(cfg, self.wm.rssm.feat_dim, self.action_dim, self.discrete)
+        name, kw = variant(cfg, "optim")
+        self.optim = build("optim", name, {"model": self.wm, "actor": self.ac.actor,
+                                           "critic": self.ac.critic}, **kw)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One update of world model, actor and critic on a batch of sequences [B, T]."""
+        self.train()
+        wm_loss, post, metrics = self.wm.loss(batch)
+        metrics.update(self.optim.step("model", wm_loss))
+        actor_loss, critic_loss, ac_metrics = self.ac.loss(self.wm, post, batch["is_terminal"])
+        metrics.update(ac_metrics)
+        metrics.update(self.optim.step("actor", actor_loss))
+        metrics.update(self.optim.step("critic", critic_loss))
+        self.ac.critic_target.update()
+        metrics["loss_model"] = wm_loss.detach()
+        return metrics
+
+    def initial_state(self, batch: int):
+        """Policy state at the start of an episode: (RSSM state, previous action)."""
+        dev = self.device
+        return self.wm.rssm.initial(batch, dev), torch.zeros(batch, self.action_dim, device=dev)
+
+    @torch.no_grad()
+    def policy(self, obs: dict[str, np.ndarray], state, explore: bool):
+        """Actions for a batch of observations (numpy, with `is_first`). Returns (env actions as
+        numpy, the agent's one-hot or [-1, 1] actions as a tensor, next state)."""
+        self.eval()
+        dev = self.device
+        if state is None:
+            state = self.initial_state(len(obs["is_first"]))
+        latent, prev_action = state
+        tens = {k: torch.as_tensor(obs[k], device=dev) for k in self.obs_shapes}
+        is_first = torch.as_tensor(obs["is_first"], device=dev)
+        embed = self.wm.encoder(tens)
+        latent = self.wm.rssm.obs_step(latent, prev_action, embed, is_first)
+        dist = self.ac.actor(self.wm.rssm.feat(latent))
+        action = self.ac.actor.explore(dist.sample()) if explore else dist.mode()
+        action = action.detach()
+        if not self.discrete:
+            action = action.clamp(-1, 1)
+        env_action = action.argmax(-1) if self.discrete else action
+        return env_action.cpu().numpy(), action, (latent, action)

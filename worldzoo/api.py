@@ -1,0 +1,82 @@
+"""Python API for notebooks: load a trained agent from a run or checkpoint, act, evaluate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from worldzoo import checkpoint
+from worldzoo.agent import Agent
+from worldzoo.driver import Driver, make_vector_env
+
+
+def _find_run_dir(path: Path) -> Path:
+    for p in (path, *path.parents):
+        if (p / "config.json").exists():
+            return p
+    raise checkpoint.CheckpointError(
+        f"{path} is not inside a run directory (no config.json found above it); pass "
+        "results/runs/RUN or a checkpoint directory inside it")
+
+
+class TrainedAgent:
+    """A trained agent with its env. `act(obs, state)` for one batch of contract steps;
+    `evaluate(episodes)` runs full episodes with the policy's mode."""
+
+    def __init__(self, agent: Agent, meta: dict, device: str) -> None:
+        self.agent, self.meta, self.device = agent, meta, device
+        self.env_id = meta["env_id"]
+
+    def act(self, obs: dict[str, np.ndarray], state=None, explore: bool = False):
+        """(env actions, next state) for a batch of observations with `is_first`."""
+        env_action, _, state = self.agent.policy(obs, state, explore)
+        return env_action, state
+
+    def evaluate(self, episodes: int = 10, env: str | None = None, seed: int = 12345,
+                 video: str | Path | None = None) -> list[float]:
+        """Returns of `episodes` evaluation episodes; optionally writes the first as a video."""
+        from worldzoo.trainer import env_factory
+
+        opts = {k: v for k, v in self.meta["config"]["env"].items() if k != "num_envs"}
+        if video is not None and "image" not in self.agent.obs_shapes:
+            opts.setdefault("obs", "both")
+        envs = make_vector_env([env_factory(env or self.env_id, opts, seed, 0)], False)
+        driver = Driver(envs, self.agent.action_dim, self.agent.discrete)
+        returns, frames = [], []
+        for ep in range(episodes):
+            cur, state, total = driver.reset(), None, 0.0
+            while not cur["is_last"][0]:
+                if ep == 0 and video is not None and "image" in cur:
+                    frames.append(cur["image"][0])
+                env_act, action, state = self.agent.policy(cur, state, explore=False)
+                cur, _ = driver.step(env_act, action.cpu().numpy())
+                total += float(cur["reward"][0])
+            returns.append(total)
+        envs.close()
+        if video is not None and frames:
+            import imageio.v2 as imageio
+
+            imageio.mimwrite(str(video), np.stack(frames), fps=30, macro_block_size=1)
+        return returns
+
+
+def load(path: str | Path, device: str = "cpu") -> TrainedAgent:
+    """Load a run directory (its newest checkpoint) or a checkpoint directory."""
+    from worldzoo.trainer import env_factory
+
+    path = Path(path)
+    if not path.exists():
+        raise checkpoint.CheckpointError(f"no such run or checkpoint: {path}")
+    run_dir = _find_run_dir(path)
+    meta = json.loads((run_dir / "config.json").read_text())
+    ckpt_dir = (checkpoint.latest(run_dir / "checkpoints")
+                if path.resolve() == run_dir.resolve() else path)
+    state = checkpoint.load(ckpt_dir, device)
+    opts = {k: v for k, v in meta["config"]["env"].items() if k != "num_envs"}
+    env = env_factory(meta["env_id"], opts, 0, 0)()
+    agent = Agent(meta["config"], env.observation_space, env.action_space).to(device)
+    env.close()
+    agent.load_state_dict(state["agent"])
+    return TrainedAgent(agent, meta, device)

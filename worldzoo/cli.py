@@ -1,0 +1,106 @@
+"""Command line: `worldzoo run | list | eval` (a thin layer over the Python API)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+USER_ERRORS: tuple[type[BaseException], ...] = ()
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from worldzoo.checkpoint import CheckpointError
+    from worldzoo.config import ConfigError
+    from worldzoo.envs import EnvError
+    from worldzoo.registry import RegistryError
+
+    return (ConfigError, RegistryError, EnvError, CheckpointError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="worldzoo", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="train a recipe on an env (a Sacred run under results/runs)",
+                       description="Train RECIPE on --env, or continue a run with --resume.")
+    r.add_argument("recipe", nargs="?", help="recipe name, e.g. dreamerv1 (see `worldzoo list`)")
+    r.add_argument("--env", help="env id: dmc:walker-walk, gym:Pendulum-v1, or a bare "
+                   "unambiguous id like walker-walk")
+    r.add_argument("--steps", type=int, help="env steps to train for, action repeat counted "
+                   "(default: the recipe's train.steps)")
+    r.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    r.add_argument("--preset", help="size preset of the recipe: debug (tests), small (CPU "
+                   "experiments), paper (default)")
+    r.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override: slot=variant, slot.kwarg=value, train.key=value, "
+                   "env.key=value; repeatable, applied in order")
+    r.add_argument("--results", default="results", help="results directory (default results/)")
+    r.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda[:N]")
+    r.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its "
+                   "newest checkpoint (recipe and options come from the run's config)")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    sub.add_parser("list", help="recipes with presets, slots with variants, env backends")
+
+    e = sub.add_parser("eval", help="evaluate a trained agent",
+                       description="Run evaluation episodes with a run's newest checkpoint "
+                       "(or the given checkpoint directory).")
+    e.add_argument("checkpoint", help="run directory or checkpoint directory")
+    e.add_argument("--episodes", type=int, default=10, help="episodes (default 10)")
+    e.add_argument("--video", help="write the first episode as a video, e.g. out.mp4")
+    e.add_argument("--env", help="evaluate on another env id than the run's")
+    e.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    return p
+
+
+def cmd_list() -> None:
+    from worldzoo import config, registry
+    from worldzoo.envs import backend_status
+
+    print("recipes:")
+    for name in config.recipes():
+        print(f"  {name:<14} presets: {', '.join(config.presets(name))}")
+    print("slots (set with --set SLOT=VARIANT):")
+    for slot in registry.slots():
+        print(f"  {slot:<14} {', '.join(registry.variants(slot)):<40} {registry.slot_doc(slot)}")
+    print("env backends:")
+    for b in backend_status():
+        mark = "installed" if b["installed"] else f"missing: pip install 'worldzoo[{b['extra']}]'"
+        print(f"  {b['name']:<8} {mark:<44} {b['summary']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "list":
+            cmd_list()
+        elif args.command == "run":
+            from worldzoo.runs import run
+
+            if args.resume is None and (args.recipe is None or args.env is None):
+                raise _user_errors()[0]("run needs RECIPE and --env ENV (or --resume RUN_DIR)")
+            res = run(args.recipe, args.env, steps=args.steps, seed=args.seed,
+                      preset=args.preset, sets=args.sets, results=args.results,
+                      device=args.device, resume=args.resume, quiet=args.quiet)
+            print(f"run finished: {res.dir}  eval return {res.result.get('eval_return')}")
+        elif args.command == "eval":
+            from worldzoo.api import load
+
+            if args.episodes < 1:
+                raise _user_errors()[0](f"--episodes must be >= 1, got {args.episodes}")
+            agent = load(args.checkpoint, args.device)
+            returns = agent.evaluate(args.episodes, env=args.env, video=args.video)
+            mean = sum(returns) / len(returns)
+            print(f"{len(returns)} episodes: mean return {mean:.2f} "
+                  f"(min {min(returns):.2f}, max {max(returns):.2f})")
+    except KeyboardInterrupt:
+        print("worldzoo: interrupted", file=sys.stderr)
+        return 130
+    except _user_errors() as e:
+        print(f"worldzoo: error: {e}", file=sys.stderr)
+        return 2
+    except ImportError as e:
+        print(f"worldzoo: error: missing dependency ({e}); install the extra that provides "
+              "it, e.g. pip install 'worldzoo[dmc]'", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,185 @@
+"""Recurrent state-space models. `gaussian` (DreamerV1) and `categorical` (DreamerV2/V3) share
+one recurrent core and one interface; only the latent's statistics, sampling and KL differ.
+
+A state is a dict of tensors: `deter` [.., D], `stoch` [.., S] (flat), plus the latent's
+statistics (`mean`/`std` or `logits`). Sequences carry a time dim: [B, T, ...].
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from worldzoo.nets import MLP, linear_block
+from worldzoo.registry import define_slot, register
+
+define_slot("rssm", "latent dynamics: Gaussian (V1) or categorical straight-through (V2/V3)")
+
+State = dict[str, torch.Tensor]
+
+
+class NormGRUCell(nn.Module):
+    """GRU with LayerNorm on the fused gates and update bias -1 (DreamerV2/V3)."""
+
+    def __init__(self, inp: int, size: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(inp + size, 3 * size, bias=False)
+        self.norm = nn.LayerNorm(3 * size, eps=1e-3)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        reset, cand, update = self.norm(self.linear(torch.cat([x, h], -1))).chunk(3, -1)
+        reset = torch.sigmoid(reset)
+        cand = torch.tanh(reset * cand)
+        update = torch.sigmoid(update - 1.0)
+        return update * cand + (1 - update) * h
+
+
+class RSSM(nn.Module):
+    """Shared recurrent core: img_in -> GRU -> deter; prior from deter; posterior from
+    (deter, embed). Subclasses define the latent (`stats_dim`, `_stats`, `_sample`, `kl`)."""
+
+    stats_keys: tuple[str, ...] = ()
+
+    def __init__(self, embed: int, action: int, stoch_dim: int, stats_dim: int, deter: int,
+                 hidden: int, act: str, norm: str, cell: str) -> None:
+        super().__init__()
+        self.deter, self.stoch_dim, self.action_dim = deter, stoch_dim, action
+        self.feat_dim = deter + stoch_dim
+        self.img_in = nn.Sequential(*linear_block(stoch_dim + action, hidden, act, norm))
+        cells = {"gru": nn.GRUCell, "norm_gru": NormGRUCell}
+        if cell not in cells:
+            raise ValueError(f"unknown rssm cell '{cell}'; known: {', '.join(cells)}")
+        self.cell = cells[cell](hidden, deter)
+        self.prior_net = MLP(deter, stats_dim, 1, hidden, act, norm)
+        self.post_net = MLP(deter + embed, stats_dim, 1, hidden, act, norm)
+
+    # -- latent-specific -------------------------------------------------------------
+    def _stats(self, raw: torch.Tensor) -> State:
+        raise NotImplementedError
+
+    def _sample(self, stats: State) -> torch.Tensor:
+        raise NotImplementedError
+
+    def kl(self, lhs: State, rhs: State) -> torch.Tensor:
+        """KL(lhs || rhs) summed over the latent, shape = batch shape."""
+        raise NotImplementedError
+
+    # -- shared ----------------------------------------------------------------------
+    def initial(self, batch: int, device: torch.device | str = "cpu") -> State:
+        """The zero state used at the start of every episode."""
+        zeros = torch.zeros(batch, self.deter, device=device)
+        state = {"deter": zeros, "stoch": torch.zeros(batch, self.stoch_dim, device=device)}
+        state.update(self._stats(torch.zeros(batch, self.prior_net.out_dim, device=device)))
+        return state
+
+    def feat(self, state: State) -> torch.Tensor:
+        return torch.cat([state["stoch"], state["deter"]], -1)
+
+    def _core(self, deter: torch.Tensor, stoch: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return self.cell(self.img_in(torch.cat([stoch, action], -1)), deter)
+
+    def _prior(self, deter: torch.Tensor, sample: bool = True) -> State:
+        stats = self._stats(self.prior_net(deter))
+        return {"deter": deter, "stoch": self._sample(stats), **stats} if sample else stats
+
+    def _reset(self, state: State, action: torch.Tensor, is_first: torch.Tensor):
+        """Zero the state and previous action where an episode starts."""
+        keep = (1.0 - is_first.float()).unsqueeze(-1)
+        return {k: v * keep for k, v in state.items()}, action * keep
+
+    def img_step(self, state: State, action: torch.Tensor) -> State:
+        """One step of the prior: imagine the next state from a state and an action."""
+        return self._prior(self._core(state["deter"], state["stoch"], action))
+
+    def obs_step(self, state: State, action: torch.Tensor, embed: torch.Tensor,
+                 is_first: torch.Tensor) -> State:
+        """One posterior step (acting): previous state + action + new observation."""
+        state, action = self._reset(state, action, is_first)
+        deter = self._core(state["deter"], state["stoch"], action)
+        stats = self._stats(self.post_net(torch.cat([deter, embed], -1)))
+        return {"deter": deter, "stoch": self._sample(stats), **stats}
+
+    def observe(self, embed: torch.Tensor, action: torch.Tensor, is_first: torch.Tensor,
+                state: State | None = None) -> tuple[State, State]:
+        """Posterior and prior over a sequence [B, T]. `action[:, t]` is the action that led to
+        step t. Only the recurrence runs per step; the prior head runs once over all steps."""
+        B, T = embed.shape[:2]
+        if state is None:
+            state = self.initial(B, embed.device)
+        deters, posts = [], []
+        deter, stoch = state["deter"], state["stoch"]
+        for t in range(T):
+            keep = (1.0 - is_first[:, t].float()).unsqueeze(-1)
+            deter = self._core(deter * keep, stoch * keep, action[:, t] * keep)
+            stats = self._stats(self.post_net(torch.cat([deter, embed[:, t]], -1)))
+            stoch = self._sample(stats)
+            deters.append(deter)
+            posts.append({"stoch": stoch, **stats})
+        deter_seq = torch.stack(deters, 1)
+        post = {k: torch.stack([p[k] for p in posts], 1) for k in posts[0]}
+        post["deter"] = deter_seq
+        prior = self._prior(deter_seq, sample=False)
+        prior["deter"] = deter_seq
+        return post, prior
+
+
+@register("rssm", "gaussian")
+class GaussianRSSM(RSSM):
+    """DreamerV1: diagonal Gaussian latent, std = softplus(raw) + min_std, reparameterised."""
+
+    stats_keys = ("mean", "std")
+
+    def __init__(self, embed: int, action: int, stoch: int = 30, deter: int = 200,
+                 hidden: int = 200, act: str = "elu", norm: str = "none", cell: str = "gru",
+                 min_std: float = 0.1) -> None:
+        self.min_std = min_std
+        super().__init__(embed, action, stoch, 2 * stoch, deter, hidden, act, norm, cell)
+
+    def _stats(self, raw: torch.Tensor) -> State:
+        mean, std = raw.chunk(2, -1)
+        return {"mean": mean, "std": F.softplus(std) + self.min_std}
+
+    def _sample(self, stats: State) -> torch.Tensor:
+        return stats["mean"] + stats["std"] * torch.randn_like(stats["std"])
+
+    def kl(self, lhs: State, rhs: State) -> torch.Tensor:
+        var_ratio = (lhs["std"] / rhs["std"]).pow(2)
+        t1 = ((lhs["mean"] - rhs["mean"]) / rhs["std"]).pow(2)
+        return 0.5 * (var_ratio + t1 - 1 - var_ratio.log()).sum(-1)
+
+
+@register("rssm", "categorical")
+class CategoricalRSSM(RSSM):
+    """DreamerV2/V3: `stoch` categorical latents of `classes` classes, one-hot samples with
+    straight-through gradients, optional `unimix` (V3: 1% uniform mixed into the probs)."""
+
+    stats_keys = ("logits",)
+
+    def __init__(self, embed: int, action: int, stoch: int = 32, classes: int = 32,
+                 deter: int = 512, hidden: int = 512, act: str = "elu", norm: str = "layer",
+                 cell: str = "norm_gru", unimix: float = 0.0) -> None:
+        self.stoch, self.classes, self.unimix = stoch, classes, unimix
+        super().__init__(embed, action, stoch * classes, stoch * classes, deter, hidden, act,
+                         norm, cell)
+
+    def _stats(self, raw: torch.Tensor) -> State:
+        logits = raw.reshape(*raw.shape[:-1], self.stoch, self.classes)
+        if self.unimix > 0:
+            probs = torch.softmax(logits, -1)
+            probs = (1 - self.unimix) * probs + self.unimix / self.classes
+            logits = torch.log(probs)
+        return {"logits": logits}
+
+    def _sample(self, stats: State) -> torch.Tensor:
+        logits = stats["logits"]
+        probs = torch.softmax(logits, -1)
+        idx = torch.multinomial(probs.reshape(-1, self.classes), 1).reshape(probs.shape[:-1])
+        onehot = F.one_hot(idx, self.classes).to(probs.dtype)
+        sample = onehot + probs - probs.detach()  # straight-through
+        return sample.reshape(*sample.shape[:-2], self.stoch_dim)
+
+    def kl(self, lhs: State, rhs: State) -> torch.Tensor:
+        lp = torch.log_softmax(lhs["logits"], -1)
+        rp = torch.log_softmax(rhs["logits"], -1)
+        return (lp.exp() * (lp - rp)).sum((-2, -1))

@@ -1,0 +1,191 @@
+"""Recipes and overrides. A recipe is a function in `worldzoo.algorithms.<name>` returning a
+config: one `{"name": variant, **kwargs}` per slot, plus plain `train` and `env` sections.
+`resolve` fills every variant's kwargs from its defaults; `apply_override` handles one
+`--set KEY=VALUE` with the value cast to the default's type; unknown keys fail clearly."""
+
+from __future__ import annotations
+
+import ast
+import copy
+import importlib
+import pkgutil
+from collections.abc import Callable
+from typing import Any
+
+from worldzoo import registry
+
+Config = dict[str, Any]
+
+
+class ConfigError(ValueError):
+    """A user-caused configuration error; the message says what would be right."""
+
+
+# -- recipes ---------------------------------------------------------------------------------
+_RECIPES: dict[str, Callable[[], Config]] = {}
+_PRESETS: dict[str, dict[str, dict[str, Any]]] = {}
+
+
+def recipe(presets: dict[str, dict[str, Any]] | None = None):
+    """Decorator registering a recipe under its function name, with named presets: dicts of
+    dotted overrides (`{"rssm.deter": 64, "train.batch_size": 8}`)."""
+
+    def deco(fn: Callable[[], Config]) -> Callable[[], Config]:
+        if fn.__name__ in _RECIPES:
+            raise ConfigError(f"recipe '{fn.__name__}' is registered twice")
+        _RECIPES[fn.__name__] = fn
+        _PRESETS[fn.__name__] = dict(presets or {})
+        return fn
+
+    return deco
+
+
+def _load_recipes() -> None:
+    import worldzoo.algorithms as algos
+
+    for mod in pkgutil.iter_modules(algos.__path__):
+        importlib.import_module(f"worldzoo.algorithms.{mod.name}")
+
+
+def recipes() -> list[str]:
+    _load_recipes()
+    return sorted(_RECIPES)
+
+
+def presets(name: str) -> list[str]:
+    _load_recipes()
+    return sorted(_PRESETS.get(name, {}))
+
+
+def get_recipe(name: str, preset: str | None = None) -> Config:
+    """The resolved config of a recipe, with a preset applied."""
+    known = recipes()
+    if name not in known:
+        raise ConfigError(f"unknown recipe '{name}'; known recipes: {', '.join(known)}")
+    cfg = resolve(_RECIPES[name]())
+    if preset:
+        if preset not in _PRESETS[name]:
+            raise ConfigError(f"unknown preset '{preset}' for {name}; known presets: "
+                              f"{', '.join(sorted(_PRESETS[name])) or 'none'}")
+        for key, value in _PRESETS[name][preset].items():
+            cfg = apply_override(cfg, key, value)
+    return cfg
+
+
+def slot_names(cfg: Config) -> list[str]:
+    return [k for k in cfg if isinstance(cfg[k], dict) and "name" in cfg[k]]
+
+
+def resolve(cfg: Config) -> Config:
+    """Fill each slot's kwargs from its variant's defaults (recipe values win); check names."""
+    cfg = copy.deepcopy(cfg)
+    for slot in slot_names(cfg):
+        given = dict(cfg[slot])
+        name = given.pop("name")
+        defaults = _variant_defaults(slot, name)
+        unknown = [k for k in given if k not in defaults]
+        if unknown:
+            raise ConfigError(f"{slot}={name} takes no kwarg {', '.join(unknown)}; it takes: "
+                              f"{', '.join(defaults) or 'none'}")
+        cfg[slot] = {"name": name, **defaults, **given}
+    return cfg
+
+
+def _variant_defaults(slot: str, name: str) -> dict[str, Any]:
+    try:
+        return registry.variant_kwargs(slot, name)
+    except registry.RegistryError as e:
+        raise ConfigError(str(e)) from None
+
+
+# -- overrides ---------------------------------------------------------------------------------
+def parse_set(item: str) -> tuple[str, str]:
+    """'KEY=VALUE' -> (KEY, VALUE)."""
+    if "=" not in item or item.startswith("="):
+        raise ConfigError(f"malformed --set '{item}'; expected KEY=VALUE, e.g. rssm=gaussian, "
+                          "rssm.deter=256 or train.batch_size=16")
+    key, value = item.split("=", 1)
+    return key.strip(), value.strip()
+
+
+def cast(value: Any, default: Any, key: str) -> Any:
+    """Cast a string to the type of `default` (bool, int, float, str, list/tuple, None)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        if isinstance(default, bool):
+            low = value.lower()
+            if low in ("true", "1", "yes", "on"):
+                return True
+            if low in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        if isinstance(default, int):
+            as_float = float(value)
+            if not as_float.is_integer():
+                raise ValueError
+            return int(as_float)
+        if isinstance(default, float):
+            return float(value)
+        if isinstance(default, str):
+            return value
+        if isinstance(default, (list, tuple)):
+            parsed = ast.literal_eval(value) if value[:1] in "[(" else value.split(",")
+            return type(default)(parsed)
+        if default is None:
+            try:
+                return ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                return value
+    except (ValueError, SyntaxError):
+        pass
+    raise ConfigError(f"bad value '{value}' for {key}: expected {type(default).__name__} "
+                      f"like the default {default!r}")
+
+
+def apply_override(cfg: Config, key: str, value: Any) -> Config:
+    """Apply one override: `slot=variant`, `slot.kwarg=value`, `train.key=value` or
+    `env.key=value` (env options are checked by the env backend)."""
+    cfg = copy.deepcopy(cfg)
+    slots = slot_names(cfg)
+    sections = [k for k in cfg if k not in slots]
+    head, _, rest = key.partition(".")
+    if head in slots and not rest:
+        name = str(value)
+        new = _variant_defaults(head, name)
+        # sizes and options the new variant shares with the old one carry over
+        carried = {k: v for k, v in cfg[head].items() if k in new and k != "name"}
+        cfg[head] = {"name": name, **new, **carried}
+        return cfg
+    if head in slots:
+        kwargs = cfg[head]
+        if rest not in kwargs or rest == "name":
+            known = [k for k in kwargs if k != "name"]
+            raise ConfigError(f"{head}={kwargs['name']} has no kwarg '{rest}'; it takes: "
+                              f"{', '.join(known) or 'none'}")
+        kwargs[rest] = cast(value, kwargs[rest], key)
+        return cfg
+    if head == "env" and rest:
+        cfg["env"][rest] = cast(value, None, key) if isinstance(value, str) else value
+        return cfg
+    if head in sections and rest:
+        section = cfg[head]
+        if rest not in section:
+            raise ConfigError(f"unknown key '{key}'; known {head} keys: {', '.join(section)}")
+        section[rest] = cast(value, section[rest], key)
+        return cfg
+    raise ConfigError(f"unknown key '{key}'; known slots: {', '.join(slots)}; "
+                      f"sections: {', '.join(f'{s}.KEY' for s in sections)}")
+
+
+def apply_sets(cfg: Config, items: list[str]) -> Config:
+    """Apply `--set` items in order."""
+    for item in items:
+        cfg = apply_override(cfg, *parse_set(item))
+    return cfg
+
+
+def label(recipe_name: str, items: list[str]) -> str:
+    """Run label: the recipe plus its overrides, e.g. `dreamerv3[rssm=gaussian]`."""
+    sets = [f"{k}={v}" for k, v in map(parse_set, items)]
+    return f"{recipe_name}[{','.join(sets)}]" if sets else recipe_name

@@ -73,6 +73,8 @@ def get_recipe(name: str, preset: str | None = None) -> Config:
 
 
 def slot_names(cfg: Config) -> list[str]:
+    """Keys of a config that are slots (a dict with a variant `name`); the others (`train`,
+    `env`, and plain values like `pipeline`) are settings."""
     return [k for k in cfg if isinstance(cfg[k], dict) and "name" in cfg[k]]
 
 
@@ -148,7 +150,7 @@ def apply_override(cfg: Config, key: str, value: Any) -> Config:
     `env.key=value` (env options are checked by the env backend)."""
     cfg = copy.deepcopy(cfg)
     slots = slot_names(cfg)
-    sections = [k for k in cfg if k not in slots]
+    sections = [k for k in cfg if k not in slots and isinstance(cfg[k], dict)]
     head, _, rest = key.partition(".")
     if head in slots and not rest:
         name = str(value)

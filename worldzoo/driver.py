@@ -12,7 +12,8 @@ import numpy as np
 from worldzoo.world_model import OBS_KEYS
 
 
-def make_vector_env(env_fns: list[Callable[[], gym.Env]], asynchronous: bool) -> gym.vector.VectorEnv:
+def make_vector_env(env_fns: list[Callable[[], gym.Env]],
+                    asynchronous: bool) -> gym.vector.VectorEnv:
     """Sync (one env, or asked) or async (worker processes) vector env, next-step autoreset."""
     mode = gym.vector.AutoresetMode.NEXT_STEP
     if asynchronous and len(env_fns) > 1:

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from worldzoo import checkpoint
 from worldzoo.config import Config, ConfigError, apply_sets, get_recipe, label
 
 os.environ.setdefault("MUJOCO_GL", "egl")
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
 
 @dataclass
@@ -99,6 +101,25 @@ def _truncate_metrics(run_dir: Path, env_step: int) -> None:
     checkpoint.write_json_atomic(path, metrics)
 
 
+def pipeline(cfg: Config):
+    """The trainer class of a config's `pipeline` (default `dreamer`). Every pipeline takes
+    (cfg, env_id, seed, device, run_dir, log, steps, quiet), has `run()`, `restore()` and a
+    `before_save` hook, and logs the same metric names against env steps."""
+    from worldzoo.trainer import Trainer
+
+    table = {"dreamer": Trainer}
+    try:
+        from worldzoo.worldmodels.trainer import WorldModelsTrainer
+
+        table["worldmodels"] = WorldModelsTrainer
+    except ImportError:
+        pass
+    name = cfg.get("pipeline", "dreamer")
+    if name not in table:
+        raise ConfigError(f"unknown pipeline '{name}'; known: {', '.join(table)}")
+    return table[name]
+
+
 def run(recipe: str | None = None, env: str | None = None, *, steps: int | None = None,
         seed: int = 0, preset: str | None = None, sets: list[str] | tuple[str, ...] = (),
         results: str | Path = "results", device: str = "auto", resume: str | Path | None = None,
@@ -107,8 +128,6 @@ def run(recipe: str | None = None, env: str | None = None, *, steps: int | None 
     directory `resume`. Returns the run's directory and final result."""
     from sacred import SETTINGS, Experiment
     from sacred.utils import apply_backspaces_and_linefeeds
-
-    from worldzoo.trainer import Trainer
 
     if resume is not None:
         run_dir = Path(resume)
@@ -149,7 +168,7 @@ def run(recipe: str | None = None, env: str | None = None, *, steps: int | None 
     def _main(_run, _config):
         conf = json.loads(json.dumps(_config["config"]))
         directory = Path(_run.observers[0].dir)
-        trainer = Trainer(conf, _config["env_id"], int(_config["seed"]), dev, directory,
+        trainer = pipeline(conf)(conf, _config["env_id"], int(_config["seed"]), dev, directory,
                           log=_run.log_scalar, steps=_config["steps"], quiet=quiet)
         trainer.before_save = _run._emit_heartbeat  # flush metrics before each checkpoint
         if resume is not None:

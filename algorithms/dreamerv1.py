@@ -22,8 +22,9 @@ SMALL = {
     "encoder.mlp_layers": 2, "encoder.mlp_units": 256, "decoder.mlp_layers": 2,
     "decoder.mlp_units": 256, "reward.units": 256, "critic.units": 256, "actor.units": 256,
     "critic.layers": 2, "actor.layers": 2,
-    "train.batch_size": 16, "train.batch_length": 50, "train.train_ratio": 256.0,
-    "train.eval_every": 5000, "train.eval_episodes": 5, "train.checkpoint_every": 10000,
+    "train.batch_size": 16, "train.batch_length": 50, "train.train_ratio": 128.0,
+    "train.prefill": 2500, "train.eval_every": 5000, "train.eval_episodes": 3,
+    "train.checkpoint_every": 10000,
 }
 
 

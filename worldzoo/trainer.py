@@ -66,6 +66,7 @@ class Trainer:
         self.seq = self.train["batch_size"] * self.train["batch_length"]
         self.metrics: dict[str, list[float]] = defaultdict(list)
         self.last_return = float("nan")
+        self._last_log_step = -1
         self.ckpt_root = self.run_dir / "checkpoints"
         self.before_save: Callable[[], None] | None = None  # e.g. flush logged metrics
 
@@ -117,7 +118,7 @@ class Trainer:
                    disable=self.quiet, dynamic_ncols=True, mininterval=1.0)
         start, start_steps, start_updates = time.time(), c["env_steps"], c["updates"]
         try:
-            while c["env_steps"] < self.total:
+            while True:
                 self.replay.add(step)
                 c["policy_steps"] += self.num_envs
                 if c["env_steps"] >= t["prefill"]:
@@ -128,11 +129,13 @@ class Trainer:
                 if c["env_steps"] >= c["next_eval"] and c["updates"] > 0:
                     self.evaluate()
                     c["next_eval"] = c["env_steps"] + t["eval_every"]
+                if c["env_steps"] >= self.total:
+                    break
                 boundary = self.driver.all_last()
                 if c["env_steps"] >= c["next_ckpt"] and (boundary or self.num_envs > 1):
                     c["next_ckpt"] = c["env_steps"] + t["checkpoint_every"]
                     self.save()
-                if boundary:
+                if boundary:  # every env is reset next: no decision to make
                     env_act, agent_act, state = self.driver.zero_actions(), 0.0, None
                 elif c["env_steps"] < t["prefill"]:
                     env_act, agent_act = self.driver.random_actions(self.rng)
@@ -192,6 +195,9 @@ class Trainer:
     def _flush_log(self, start: float, start_steps: int, start_updates: int) -> None:
         c = self.c
         step = c["env_steps"]
+        if step == self._last_log_step:  # at most one record per metric and env step
+            return
+        self._last_log_step = step
         for k, vals in self.metrics.items():
             if vals:
                 self.log(k, float(np.mean(vals)), step)
@@ -205,7 +211,13 @@ class Trainer:
         self.log("train_ratio", replayed / max(1, c["policy_steps"]), step)
 
     def evaluate(self) -> float:
-        """Run eval episodes with the policy's mode; log their mean return (and videos)."""
+        """Run eval episodes with the policy's mode; log their mean return (and videos).
+        Runs on a forked torch RNG so evaluating never changes the training stream."""
+        dev = self.agent.device
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            return self._evaluate()
+
+    def _evaluate(self) -> float:
         t, c = self.train, self.c
         returns, frames, episode = [], [], []
         want_video = bool(t.get("eval_video"))

@@ -1,6 +1,6 @@
 """Benchmark suites: tasks x methods x seeds x env-step budget x preset x eval schedule.
 
-A suite is plain data (`Suite`); `benchmarks/suites.py` defines the named ones. A method is a
+A suite is plain data (`Suite`); `benchmarks/named_suites.py` defines the named ones. A method is a
 recipe name with optional overrides in the run-label syntax, e.g. `dreamerv3[rssm=gaussian]`.
 Installed as `worldzoo.benchmarks`.
 """
@@ -76,7 +76,7 @@ def parse_method(spec: str) -> Method:
 
 
 def suites() -> dict[str, Suite]:
-    from worldzoo.benchmarks.suites import SUITES
+    from worldzoo.benchmarks.named_suites import SUITES
 
     return {s.name: s for s in SUITES}
 

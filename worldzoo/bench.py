@@ -113,7 +113,18 @@ def execute(job: Job, results: str, sql_urls: list[str], device: str = "auto",
         res = runs.run(job.recipe, job.task, steps=job.steps, seed=job.seed, preset=job.preset,
                        sets=list(job.sets), results=results, device=device, quiet=True,
                        observers=observers, tags=job.tags)
-    return {"dir": str(res.dir), "result": res.result}
+    return {"dir": str(res.dir), "result": res.result, "pid": os.getpid(),
+            "ray_worker": _ray_worker()}
+
+
+def _ray_worker() -> str | None:
+    """The Ray worker id when this process is a Ray worker, else None."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return None
+    return ray.get_runtime_context().get_worker_id()
 
 
 def default_workers(suite: Suite) -> int:
@@ -136,6 +147,7 @@ class Progress:
         self.suite, self.total, self.results, self.sql_urls = suite, total, results, sql_urls
         self.every, self.printer, self.last = every, printer, 0.0
         self.done = 0
+        self.outputs: list[dict[str, Any]] = []  # what each finished run returned
 
     def eta(self, running: list[Job]) -> tuple[float | None, Job | None, int]:
         keys = {j.key: j for j in running}
@@ -206,6 +218,7 @@ def _collect(job, get, progress, failures) -> None:
     progress.done += 1
     try:
         out = get()
+        progress.outputs.append(out)
         progress.printer(f"[bench {progress.suite.name}] finished {job}: eval return "
                          f"{out['result'].get('eval_return')}  ({out['dir']})", flush=True)
     except KeyboardInterrupt:
@@ -255,7 +268,7 @@ def sweep(suite: Suite, results: str | Path = "results", observers: list[str] = 
         printer(f"[bench {suite.name}] local pool of {n} worker(s)", flush=True)
         _pool(p.todo, results, sql_urls, device, n, progress, failures)
     progress.report([], force=True)
-    summary["failures"] = failures
+    summary["failures"], summary["outputs"] = failures, progress.outputs
     summary["seconds"] = time.time() - start
     summary["scores"] = scores.write_suite(suite.name, results, sql_urls)
     return summary

@@ -1,4 +1,4 @@
-"""Command line: `worldzoo run | list | eval` (a thin layer over the Python API)."""
+"""Command line: `worldzoo run | list | eval | bench | plot` (a thin layer over the Python API)."""
 
 from __future__ import annotations
 
@@ -50,7 +50,59 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--video", help="write the first episode as a video, e.g. out.mp4")
     e.add_argument("--env", help="evaluate on another env id than the run's")
     e.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    b = sub.add_parser("bench", help="run a benchmark suite (resumable sweep)",
+                       description="Run every method x task x seed of SUITE that the run store "
+                       "does not hold finished yet; continue interrupted runs from their "
+                       "checkpoints; write results/scores/SUITE.csv.")
+    b.add_argument("suite", help="suite name: smoke, cpu-proprio, dmc-proprio, dmc-vision")
+    b.add_argument("--seeds", type=int, help="seeds 0..N-1 (default: the suite's)")
+    b.add_argument("--recipes", nargs="+", metavar="METHOD", help="methods instead of the "
+                   "suite's, e.g. dreamerv3 'dreamerv3[rssm=gaussian]'")
+    b.add_argument("--tasks", nargs="+", metavar="ENV", help="env ids instead of the suite's")
+    b.add_argument("--steps", type=int, help="env-step budget per run (default: the suite's)")
+    b.add_argument("--workers", type=int, help="local pool size (default: sized to the machine)")
+    b.add_argument("--ray", metavar="ADDRESS", help="run as Ray tasks on the cluster at ADDRESS "
+                   "(auto: the running cluster; local: start one here)")
+    b.add_argument("--observer", action="append", default=[], metavar="sql[:URL]",
+                   help="also record runs with Sacred's SQL observer: sql (SQLite file "
+                   "RESULTS/runs.sqlite) or sql:URL, e.g. sql:postgresql://user:pw@host/db")
+    b.add_argument("--results", default="results", help="results directory (default results/)")
+    b.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda[:N]")
+    b.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
+    b.add_argument("--scores-only", action="store_true", help="only rewrite the scores table")
+
+    pl = sub.add_parser("plot", help="plots and tables from results/scores",
+                        description="Regenerate results/plots/ from the score tables alone.")
+    pl.add_argument("--results", default="results", help="results directory (default results/)")
+    pl.add_argument("--reference", metavar="DIR", help="overlay the papers' curves from DIR "
+                    "(../shared/reference-scores format)")
     return p
+
+
+def cmd_bench(args) -> int:
+    from worldzoo import bench, scores, sqlstore
+    from worldzoo.benchmarks import get_suite
+
+    for name in ("seeds", "steps", "workers"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise _user_errors()[0](f"--{name} must be >= 1, got {getattr(args, name)}")
+    suite = get_suite(args.suite, seeds=args.seeds, steps=args.steps,
+                      methods=tuple(args.recipes) if args.recipes else None,
+                      tasks=tuple(args.tasks) if args.tasks else None)
+    if args.scores_only:
+        urls = [sqlstore.url_of(o, args.results) for o in args.observer]
+        print(f"scores written: {scores.write_suite(suite.name, args.results, urls)}")
+        return 0
+    out = bench.sweep(suite, args.results, args.observer, workers=args.workers, ray=args.ray,
+                      device=args.device, dry_run=args.dry_run)
+    if args.dry_run:
+        return 0
+    for job, err in out["failures"]:
+        print(f"failed: {job}: {err}", file=sys.stderr)
+    print(f"bench {suite.name}: {out['total']} runs, {out['skipped']} already finished, "
+          f"{out['resumed']} resumed, {out['started']} started, {len(out['failures'])} failed "
+          f"in {out['seconds']:.0f} s; scores: {out['scores']}")
+    return 1 if out["failures"] else 0
 
 
 def cmd_list() -> None:
@@ -83,6 +135,13 @@ def main(argv: list[str] | None = None) -> int:
                       preset=args.preset, sets=args.sets, results=args.results,
                       device=args.device, resume=args.resume, quiet=args.quiet)
             print(f"run finished: {res.dir}  eval return {res.result.get('eval_return')}")
+        elif args.command == "bench":
+            return cmd_bench(args)
+        elif args.command == "plot":
+            from worldzoo import plots
+
+            for path in plots.plot_all(args.results, args.reference):
+                print(f"wrote {path}")
         elif args.command == "eval":
             from worldzoo.api import load
 

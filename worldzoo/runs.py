@@ -123,9 +123,15 @@ def pipeline(cfg: Config):
 def run(recipe: str | None = None, env: str | None = None, *, steps: int | None = None,
         seed: int = 0, preset: str | None = None, sets: list[str] | tuple[str, ...] = (),
         results: str | Path = "results", device: str = "auto", resume: str | Path | None = None,
-        quiet: bool = False) -> RunResult:
+        quiet: bool = False, observers: list | tuple = (), tags: dict | None = None
+        ) -> RunResult:
     """Train `recipe` on `env` as a Sacred run under `results/runs/`; or continue the run in
-    directory `resume`. Returns the run's directory and final result."""
+    directory `resume`. Returns the run's directory and final result.
+
+    `observers`: more Sacred observers beside the run directory (e.g. `sqlstore.observer(url)`);
+    one with a `truncate_after(env_step)` method is told where a resumed run restarts.
+    `tags`: extra config entries saved with the run (the benchmark harness stores its suite and
+    method label there)."""
     from sacred import SETTINGS, Experiment
     from sacred.utils import apply_backspaces_and_linefeeds
 
@@ -138,6 +144,9 @@ def run(recipe: str | None = None, env: str | None = None, *, steps: int | None 
         meta = json.loads(cfg_path.read_text())
         ckpt = checkpoint.load(checkpoint.latest(run_dir / "checkpoints"))
         _truncate_metrics(run_dir, int(ckpt["counters"]["env_steps"]))
+        for obs in observers:
+            if hasattr(obs, "truncate_after"):
+                obs.truncate_after(int(ckpt["counters"]["env_steps"]))
         del ckpt
         basedir, run_id = run_dir.parent, run_dir.name
         if steps is not None:
@@ -151,7 +160,7 @@ def run(recipe: str | None = None, env: str | None = None, *, steps: int | None 
         meta = {"recipe": recipe, "label": run_label, "preset": preset, "sets": list(sets),
                 "env_id": env, "seed": int(seed),
                 "steps": int(steps if steps is not None else cfg["train"]["steps"]),
-                "config": cfg}
+                "config": cfg, **({"tags": dict(tags)} if tags else {})}
         basedir = Path(results) / "runs"
         run_id = (f"{time.strftime('%Y%m%d-%H%M%S')}_{safe_name(run_label)}_"
                   f"{safe_name(env)}_s{seed}")
@@ -160,14 +169,16 @@ def run(recipe: str | None = None, env: str | None = None, *, steps: int | None 
     SETTINGS.CAPTURE_MODE = "sys"
     ex = Experiment("worldzoo", interactive=True, save_git_info=False)
     ex.captured_out_filter = apply_backspaces_and_linefeeds
-    ex.observers.append(_observer(basedir, resume is not None))
+    files = _observer(basedir, resume is not None)
+    ex.observers.append(files)
+    ex.observers.extend(observers)
     ex.add_config(meta)
     out: dict[str, Any] = {}
 
     @ex.main
     def _main(_run, _config):
         conf = json.loads(json.dumps(_config["config"]))
-        directory = Path(_run.observers[0].dir)
+        directory = Path(files.dir)
         trainer = pipeline(conf)(conf, _config["env_id"], int(_config["seed"]), dev, directory,
                           log=_run.log_scalar, steps=_config["steps"], quiet=quiet)
         trainer.before_save = _run._emit_heartbeat  # flush metrics before each checkpoint

@@ -1,0 +1,111 @@
+"""Plots and tables from the scores of real tiny runs (the smoke suite): the files exist, and the
+numbers drawn and tabulated are the ones the scores hold."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from _bench_runs import smoke
+
+from worldzoo import plots, scores
+from worldzoo.config import ConfigError
+
+REFERENCE = "/work/shared/reference-scores"
+
+
+@pytest.fixture(scope="module")
+def plotted(tmp_path_factory):
+    """Plots regenerated from a copy of the smoke scores alone (no run store beside them)."""
+    results, _ = smoke(tmp_path_factory)
+    only_scores = tmp_path_factory.mktemp("scores_only")
+    shutil.copytree(results / "scores", only_scores / "scores")
+    return only_scores, plots.plot_all(only_scores)
+
+
+def test_plot_files_exist_and_are_not_empty(plotted):
+    out, written = plotted
+    names = sorted(p.name for p in written)
+    assert names == ["smoke_aggregate.csv", "smoke_aggregate.png", "smoke_curves.csv",
+                     "smoke_curves.png", "smoke_table.md"]
+    for p in written:
+        assert p.parent == out / "plots" and p.stat().st_size > 200
+    assert (out / "plots" / "smoke_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_curves_plot_the_mean_over_seeds(plotted):
+    out, _ = plotted
+    df = scores.load(out)
+    expect = df[df["kind"] == "eval"].groupby("env_step")["return"].mean()
+    table = plots.curve_table(df)
+    fig = plots.curves_figure(table, "smoke", plots.colours(df["method"].unique()))
+    (ax,) = fig.axes
+    (line,) = [ln for ln in ax.lines if ln.get_label() == "dreamerv1"] or ax.lines[:1]
+    x, y = line.get_xdata(), line.get_ydata()
+    assert list(x) == list(expect.index) and y == pytest.approx(expect.to_numpy())
+    assert ax.get_xlabel().startswith("env steps") and "return" in ax.get_ylabel()
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]  # the 95% CI band spans the seeds
+    lo, hi = df[df["kind"] == "eval"].groupby("env_step")["return"].agg(["min", "max"]).T.values
+    assert band.min() == pytest.approx(lo.min()) and band.max() == pytest.approx(hi.max())
+    written = pd.read_csv(out / "plots" / "smoke_curves.csv")
+    assert written["mean"].to_numpy() == pytest.approx(expect.to_numpy(), rel=1e-5)
+    assert (written["seeds"] == 2).all()
+
+
+def test_budget_table_and_aggregate_match_scores(plotted):
+    out, _ = plotted
+    df = scores.load(out)
+    final = df[(df["kind"] == "eval") & (df["env_step"] == 300)]["return"]
+    md = (out / "plots" / "smoke_table.md").read_text()
+    row = next(ln for ln in md.splitlines() if ln.startswith("| gym:Pendulum-v1"))
+    assert row == (f"| gym:Pendulum-v1 | {final.mean():.1f} ± {final.std(ddof=0):.1f} (2) |")
+    agg = pd.read_csv(out / "plots" / "smoke_aggregate.csv")
+    low, high = -1208.0, 0.0  # benchmarks.NORMALISATION of Pendulum-v1
+    last = agg[agg["env_step"] == 300].iloc[0]
+    assert last["mean"] == pytest.approx(((final - low) / (high - low)).mean(), rel=1e-5)
+    assert last["runs"] == 2 and last["tasks"] == 1
+    assert last["iqm_lo"] <= last["iqm"] <= last["iqm_hi"]
+
+
+def test_colours_are_stable_and_distinct():
+    a = plots.colours(["dreamerv3[rssm=gaussian]", "dreamerv1"])
+    b = plots.colours(["dreamerv1", "dreamerv3", "dreamerv3[rssm=gaussian]", "worldmodels"])
+    assert a["dreamerv1"] == b["dreamerv1"]
+    assert a["dreamerv3[rssm=gaussian]"] == b["dreamerv3[rssm=gaussian]"]
+    assert len({tuple(c) for c in b.values()}) == len(b)
+
+
+def test_iqm_and_bootstrap():
+    x = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 100.0])
+    assert plots.iqm(x) == pytest.approx(np.mean([2.0, 3.0, 4.0, 5.0]))
+    lo, hi = plots.bootstrap_ci([1.0, 2.0, 3.0, 4.0])
+    assert 1.0 <= lo < 2.5 < hi <= 4.0
+    assert plots.bootstrap_ci([5.0]) == (5.0, 5.0)
+
+
+def test_reference_overlay(plotted, tmp_path):
+    """The papers' DreamerV3 curve is drawn dashed on a DMC task's axes."""
+    import os
+
+    if not os.path.isdir(REFERENCE):
+        pytest.skip(f"no reference scores at {REFERENCE}")
+    ref = plots.load_reference(REFERENCE, ("dmc_proprio_curves10k.csv",))
+    rows = pd.DataFrame({"suite": "x", "task": "dmc:walker-walk", "method": "dreamerv1",
+                         "env_step": [10_000, 20_000], "mean": [100.0, 200.0],
+                         "ci_lo": [90.0, 190.0], "ci_hi": [110.0, 210.0], "seeds": 1})
+    fig = plots.curves_figure(rows, "x", plots.colours(["dreamerv1"]), ref)
+    dashed = [ln for ln in fig.axes[0].lines if ln.get_label() == "dreamerv3 (paper)"]
+    (line,) = dashed
+    want = ref[(ref["method"] == "dreamerv3") & (ref["task"] == "walker_walk")
+               & (ref["step"] <= 21_000)].sort_values("step")
+    assert list(line.get_xdata()) == list(want["step"]) and line.get_linestyle() == "--"
+    assert line.get_ydata() == pytest.approx(want["mean"].to_numpy())
+
+
+def test_plot_without_scores_fails_clearly(tmp_path):
+    with pytest.raises(ConfigError, match="no scores under"):
+        plots.plot_all(tmp_path)
+    with pytest.raises(ConfigError, match="--reference .*no such directory"):
+        plots.load_reference(tmp_path / "nope", ("a.csv",))

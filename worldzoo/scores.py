@@ -1,0 +1,64 @@
+"""The long-format scores table: one row per logged episode return of a finished run,
+(suite, task, method, seed, env_step, return, kind = eval | train, preset, budget, run),
+built with pandas from the run stores and written to `results/scores/<suite>.csv`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from worldzoo import store
+
+COLUMNS = ["suite", "task", "method", "seed", "env_step", "return", "kind", "preset", "budget",
+           "run"]
+KINDS = {"eval": "eval_return", "train": "train_return"}
+
+
+def build(records: list[store.Record]) -> pd.DataFrame:
+    """Scores of the COMPLETED runs among `records` (runs made outside a suite get suite
+    `adhoc` and their run label as method)."""
+    rows = []
+    for r in records:
+        if r["status"] != "COMPLETED":
+            continue
+        c = r["config"]
+        tags = c.get("tags") or {}
+        base = {"suite": tags.get("suite", "adhoc"), "task": c.get("env_id"),
+                "method": tags.get("method", c.get("label")), "seed": int(c.get("seed", 0)),
+                "preset": c.get("preset") or "", "budget": int(c.get("steps", 0)),
+                "run": r["name"]}
+        for kind, metric in KINDS.items():
+            m = r["metrics"].get(metric) or {"steps": [], "values": []}
+            rows += [{**base, "env_step": int(s), "return": float(v), "kind": kind}
+                     for s, v in zip(m["steps"], m["values"])]
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    return df.sort_values(["suite", "task", "method", "seed", "kind", "env_step"],
+                          kind="stable").reset_index(drop=True)
+
+
+def from_stores(results: str | Path, sql_urls: list[str] | tuple[str, ...] = ()
+                ) -> pd.DataFrame:
+    """The scores of every finished run in the file store and the SQL stores."""
+    return build(store.read_runs(results, sql_urls, tuple(KINDS.values())))
+
+
+def write_suite(suite: str, results: str | Path = "results",
+                sql_urls: list[str] | tuple[str, ...] = ()) -> Path:
+    """(Re)write `results/scores/<suite>.csv` from the stores; returns its path."""
+    df = from_stores(results, sql_urls)
+    path = Path(results) / "scores" / f"{suite}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df[df["suite"] == suite].to_csv(path, index=False, float_format="%.6g")
+    return path
+
+
+def load(results: str | Path = "results") -> pd.DataFrame:
+    """All score tables under `results/scores/` as one frame (empty when there are none)."""
+    paths = sorted((Path(results) / "scores").glob("*.csv"))
+    frames = [pd.read_csv(p, dtype={"preset": str}, keep_default_na=False,
+                          na_values={"return": ["", "nan"]}) for p in paths]
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame(columns=COLUMNS)
+    return pd.concat(frames, ignore_index=True)

@@ -18,7 +18,7 @@ DEBUG = {
     "train.checkpoint_every": 1000, "train.steps": 400,
 }
 
-SMALL = {  # what 2 CPU cores can run: ~0.2 s/update on one core, uncontended
+SMALL = {  # the CPU experiment size (vector observations, 2 cores)
     "encoder.mlp_layers": 2, "encoder.mlp_units": 200, "decoder.mlp_layers": 2,
     "decoder.mlp_units": 200, "reward.units": 200, "critic.units": 200, "actor.units": 200,
     "critic.layers": 2, "actor.layers": 2,

@@ -169,10 +169,11 @@ class Trainer:
         c, t = self.c, self.train
         if not c["pretrained"]:
             t0 = time.time()
-            for _ in range(t["pretrain"]):
+            for i in range(t["pretrain"]):
                 self.update()
+                if i == min(2, t["pretrain"] - 1):  # a few updates tell the speed
+                    self._speed_notice((time.time() - t0) / (i + 1))
             c["pretrained"] = 1
-            self._speed_notice((time.time() - t0) / max(1, t["pretrain"]))
         c["credit"] += self.num_envs * t["train_ratio"] / self.seq
         while c["credit"] >= 1.0:
             self.update()

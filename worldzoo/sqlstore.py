@@ -44,11 +44,18 @@ def url_of(spec: str, results: str | Path = "results") -> str:
     """`sql` -> SQLite file `results/runs.sqlite`; `sql:URL` -> URL (`sql:postgresql://...`,
     `sql:sqlite:////abs/path.sqlite`)."""
     if spec == "sql":
-        return f"sqlite:///{(Path(results) / 'runs.sqlite').resolve()}"
+        return _sqlite_wait(f"sqlite:///{(Path(results) / 'runs.sqlite').resolve()}")
     if spec.startswith("sql:") and "://" in spec:
-        return spec[4:]
+        return _sqlite_wait(spec[4:])
     raise ConfigError(f"bad --observer '{spec}'; write sql (SQLite file in the results "
                       "directory) or sql:URL, e.g. sql:postgresql://user:pw@host/db")
+
+
+def _sqlite_wait(url: str) -> str:
+    """SQLite locks the whole file per write: parallel runs wait up to 2 min, not 5 s."""
+    if url.startswith("sqlite") and "timeout=" not in url:
+        return url + ("&" if "?" in url else "?") + "timeout=120"
+    return url
 
 
 def _clip(d: dict, sizes: dict[str, int]) -> dict:

@@ -17,9 +17,10 @@ from worldzoo.worldmodels.models import WorldModels
 
 
 class DreamSim:
-    """Batched dream rollouts. `start_z` [K, Z]: the z's episodes may start from."""
+    """Batched dream rollouts. `start_z` [K, Z]: the z's episodes may start from;
+    `temperature` None uses the memory's own."""
 
-    def __init__(self, wm: WorldModels, start_z: torch.Tensor, temperature: float,
+    def __init__(self, wm: WorldModels, start_z: torch.Tensor, temperature: float | None,
                  max_steps: int, generator: torch.Generator) -> None:
         self.wm, self.start_z = wm, start_z
         self.temperature, self.max_steps, self.gen = temperature, max_steps, generator
@@ -69,7 +70,7 @@ class DreamEnv(gym.Env):
     metadata = {"render_modes": []}
 
     def __init__(self, wm: WorldModels, start_z: torch.Tensor, action_space: gym.Space,
-                 temperature: float = 1.0, max_steps: int = 1000) -> None:
+                 temperature: float | None = None, max_steps: int = 1000) -> None:
         self.wm = wm
         self.gen = torch.Generator(device=start_z.device)
         self.sim = DreamSim(wm, start_z, temperature, max_steps, self.gen)

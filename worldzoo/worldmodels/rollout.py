@@ -19,7 +19,8 @@ def _build(cfg: dict, env_id: str, opts: dict, weights: dict) -> dict:
     from worldzoo.envs import make
 
     env = make(env_id, seed=0, **opts)
-    wm = WorldModels(cfg, env.observation_space, env.action_space)
+    with torch.random.fork_rng():  # building here must not move the caller's torch RNG
+        wm = WorldModels(cfg, env.observation_space, env.action_space)
     wm.load_state_dict(weights)
     wm.eval()
     return {"env": env, "wm": wm}
@@ -51,7 +52,12 @@ class Rollouts:
     def run(self, jobs: Sequence[Job]) -> list[dict]:
         """Results of the jobs, in order."""
         if self.pool is None:
-            return [run_episode(self._local["env"], self._local["wm"], job) for job in jobs]
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # per-step batches of one: threads only add contention
+            try:
+                return [run_episode(self._local["env"], self._local["wm"], job) for job in jobs]
+            finally:
+                torch.set_num_threads(threads)
         return self.pool.map(_run, list(jobs), chunksize=1)
 
     def close(self) -> None:

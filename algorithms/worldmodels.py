@@ -16,16 +16,16 @@ DEBUG = {
     "train.memory_length": 16, "train.population": 4, "train.rollouts": 1,
     "train.generations": 2, "train.eval_every": 1, "train.eval_episodes": 1,
     "train.checkpoint_every": 1, "train.dream_length": 50, "train.workers": 1,
-    "train.collect_rollouts": 2,
+    "train.collect_rollouts": 2, "train.threads": 1,
 }
 
 # CPU experiments (2 cores): fewer random rollouts, shorter V/M training, a small population.
 SMALL = {
     "train.steps": 1_000_000, "train.random_rollouts": 30, "train.vae_epochs": 3.0,
-    "train.memory_updates": 500, "train.memory_batch": 32, "train.memory_length": 100,
+    "train.memory_updates": 200, "train.memory_batch": 32, "train.memory_length": 50,
     "train.population": 16, "train.rollouts": 2, "train.generations": 20,
     "train.eval_every": 5, "train.eval_episodes": 5, "train.checkpoint_every": 5,
-    "train.collect_rollouts": 20,
+    "train.collect_rollouts": 20, "train.threads": 1,
 }
 
 
@@ -52,6 +52,7 @@ def worldmodels() -> Config:
             "eval_every": 25, "eval_episodes": 100,  # generations; real episodes (counted)
             "checkpoint_every": 25,      # generations
             "workers": 2,                # rollout worker processes
+            "threads": 0,                # torch threads of the main process (0: torch's own)
         },
         "env": {"obs": "pixels"},
     }

@@ -46,6 +46,8 @@ class WorldModelsTrainer:
         self.log, self.quiet = log, quiet
         self.total = int(steps if steps is not None else self.train["steps"])
         self.env_opts = {k: v for k, v in cfg["env"].items() if k != "num_envs"}
+        if self.train["threads"] > 0:  # small CPU batches on a shared machine: 1 is fastest
+            torch.set_num_threads(int(self.train["threads"]))
         torch.manual_seed(seed)
         np.random.seed(seed % 2**32)
         random.seed(seed)

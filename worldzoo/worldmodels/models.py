@@ -64,7 +64,7 @@ def run_episode(env: gym.Env, wm: WorldModels, job: Job) -> dict:
         if params is None:
             env_action = head.random(1, rng)
         else:
-            z = wm.vae.embed(torch.as_tensor(obs[wm.key])[None])
+            z = wm.vae.embed(torch.from_numpy(np.array(obs[wm.key]))[None])
             agent_action, env_action = wm.controller.act(params, wm.feat(z, state))
             if job.noise > 0:
                 env_action = head.explore(env_action, job.noise, rng)

@@ -101,3 +101,4 @@ def build(slot: str, name: str, *args: Any, **kwargs: Any) -> Any:
 def _load_builtin() -> None:
     """Import the modules that register the built-in variants (cheap, idempotent)."""
     import worldzoo.components  # noqa: F401
+    import worldzoo.worldmodels  # noqa: F401  (vae, memory, controller slots)

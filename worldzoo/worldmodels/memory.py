@@ -19,7 +19,7 @@ from torch import nn
 
 from worldzoo.registry import define_slot, register
 
-define_slot("memory", "M (World Models): recurrent model of z, mdnrnn (the paper) or rssm")
+define_slot("memory", "M (World Models): recurrent model of z: mdnrnn (the paper)")
 
 State = dict[str, torch.Tensor]
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)

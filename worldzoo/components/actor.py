@@ -63,17 +63,17 @@ class Actor(nn.Module):
         the dynamics when `backprop`), base: critic values, scale: return normaliser."""
         losses, metrics = {}, {}
         objective = torch.zeros_like(ret)
-        dist = self(feat.detach()) if not self.backprop else self(feat)
-        if self.rho > 0:
-            adv = ((ret - base) / scale).detach()
-            logp = dist.log_prob(action.detach())
-            objective = objective + self.rho * logp * adv
         if self.rho < 1:
             objective = objective + (1 - self.rho) * ret / scale
-        ent = dist.entropy()
-        objective = objective + self.ent_scale * ent
+        if self.rho > 0 or self.ent_scale > 0:  # the pure dynamics loss needs no log-probs
+            dist = self(feat.detach())
+            if self.rho > 0:
+                adv = ((ret - base) / scale).detach()
+                objective = objective + self.rho * dist.log_prob(action.detach()) * adv
+            ent = dist.entropy()
+            objective = objective + self.ent_scale * ent
+            metrics["actor_entropy"] = ent.mean().detach()
         losses["actor"] = -(weight.detach() * objective).mean()
-        metrics["actor_entropy"] = ent.mean().detach()
         return losses, metrics
 
 

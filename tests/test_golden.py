@@ -395,13 +395,13 @@ def _agent(recipe, sets, discrete):
     return Agent(cfg, obs, act)
 
 
-def _fake_batch(agent, B=3, T_=5):
+def _fake_batch(agent, b=3, t=5):
     n = agent.action_dim
-    first = torch.zeros(B, T_, dtype=torch.bool)
+    first = torch.zeros(b, t, dtype=torch.bool)
     first[:, 0] = True
-    return {"vector": torch.randn(B, T_, 3), "action": torch.rand(B, T_, n) * 2 - 1,
-            "reward": torch.randn(B, T_), "is_first": first,
-            "is_terminal": torch.zeros(B, T_, dtype=torch.bool)}
+    return {"vector": torch.randn(b, t, 3), "action": torch.rand(b, t, n) * 2 - 1,
+            "reward": torch.randn(b, t), "is_first": first,
+            "is_terminal": torch.zeros(b, t, dtype=torch.bool)}
 
 
 def _reached(agent, loss):

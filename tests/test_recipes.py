@@ -40,20 +40,20 @@ def spaces(obs: str, act: str):
     return gym.spaces.Dict(o), a
 
 
-def fake_batch(obs_space, act_space, B: int = 3, T: int = 6) -> dict:
+def fake_batch(obs_space, act_space, b: int = 3, t: int = 6) -> dict:
     out = {}
     for k, s in obs_space.spaces.items():
-        out[k] = (torch.randint(0, 256, (B, T, *s.shape), dtype=torch.uint8) if k == "image"
-                  else torch.randn(B, T, *s.shape))
+        out[k] = (torch.randint(0, 256, (b, t, *s.shape), dtype=torch.uint8) if k == "image"
+                  else torch.randn(b, t, *s.shape))
     if isinstance(act_space, gym.spaces.Discrete):
-        out["action"] = torch.nn.functional.one_hot(torch.randint(0, 3, (B, T)), 3).float()
+        out["action"] = torch.nn.functional.one_hot(torch.randint(0, 3, (b, t)), 3).float()
     else:
-        out["action"] = torch.rand(B, T, act_space.shape[0]) * 2 - 1
-    out["reward"] = torch.randn(B, T)
-    out["is_first"] = torch.zeros(B, T, dtype=torch.bool)
+        out["action"] = torch.rand(b, t, act_space.shape[0]) * 2 - 1
+    out["reward"] = torch.randn(b, t)
+    out["is_first"] = torch.zeros(b, t, dtype=torch.bool)
     out["is_first"][:, 0] = True
     out["is_first"][0, 3] = True
-    out["is_terminal"] = torch.zeros(B, T, dtype=torch.bool)
+    out["is_terminal"] = torch.zeros(b, t, dtype=torch.bool)
     out["is_terminal"][0, 2] = True
     return out
 

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from worldzoo.behavior import ActorCritic
-from worldzoo.registry import build
-from worldzoo.world_model import OBS_KEYS, WorldModel, variant
+from worldzoo.config import ConfigError
+from worldzoo.world_model import OBS_KEYS, WorldModel, assemble
 
 
 def space_shapes(obs_space: gym.spaces.Dict) -> dict[str, tuple[int, ...]]:
@@ -26,6 +26,18 @@ def action_spec(act_space: gym.Space) -> tuple[int, bool]:
     raise ValueError(f"unsupported action space {act_space}; expected Box (n,) or Discrete")
 
 
+def check_agent(cfg: dict, obs_space: gym.spaces.Dict, act_space: gym.Space) -> None:
+    """Assemble the agent once on the meta device (no memory, no compute) so an impossible
+    slot combination fails before a run starts, with the reason."""
+    try:
+        with torch.device("meta"):
+            Agent(cfg, obs_space, act_space)
+    except ValueError as e:  # action spaces, nets
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(str(e)) from None
+
+
 class Agent(nn.Module):
     """Everything that learns. `train_step(batch)` does one world-model update followed by
     one actor and one critic update; `policy(obs, state, explore)` acts in the env."""
@@ -36,9 +48,8 @@ class Agent(nn.Module):
         self.action_dim, self.discrete = action_spec(act_space)
         self.wm = WorldModel(cfg, self.obs_shapes, self.action_dim)
         self.ac = ActorCritic(cfg, self.wm.rssm.feat_dim, self.action_dim, self.discrete)
-        name, kw = variant(cfg, "optim")
-        self.optim = build("optim", name, {"model": self.wm, "actor": self.ac.actor,
-                                           "critic": self.ac.critic}, **kw)
+        self.optim = assemble(cfg, "optim", {"model": self.wm, "actor": self.ac.actor,
+                                             "critic": self.ac.critic})
 
     @property
     def device(self) -> torch.device:

@@ -8,9 +8,8 @@ import contextlib
 import torch
 from torch import nn
 
-from worldzoo.registry import build
 from worldzoo.returns import discount_weights, lambda_return
-from worldzoo.world_model import WorldModel, variant
+from worldzoo.world_model import WorldModel, assemble
 
 
 @contextlib.contextmanager
@@ -29,14 +28,10 @@ def frozen(*modules: nn.Module):
 class ActorCritic(nn.Module):
     def __init__(self, cfg: dict, feat_dim: int, action_dim: int, discrete: bool) -> None:
         super().__init__()
-        name, kw = variant(cfg, "actor")
-        self.actor = build("actor", name, feat_dim, action_dim, discrete, **kw)
-        name, kw = variant(cfg, "critic")
-        self.critic = build("critic", name, feat_dim, **kw)
-        name, kw = variant(cfg, "critic_target")
-        self.critic_target = build("critic_target", name, self.critic, **kw)
-        name, kw = variant(cfg, "return_norm")
-        self.return_norm = build("return_norm", name, **kw)
+        self.actor = assemble(cfg, "actor", feat_dim, action_dim, discrete)
+        self.critic = assemble(cfg, "critic", feat_dim)
+        self.critic_target = assemble(cfg, "critic_target", self.critic)
+        self.return_norm = assemble(cfg, "return_norm")
         train = cfg["train"]
         self.horizon, self.gamma, self.lam = train["horizon"], train["gamma"], train["lam"]
 

@@ -69,3 +69,54 @@ class BernoulliDist:
 
     def loss(self, target: torch.Tensor) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(self.logits, target, reduction="none")
+
+
+def symlog_bins(num: int = 255, low: float = -20.0, high: float = 20.0) -> torch.Tensor:
+    """`num` equally spaced bin centres over [low, high] in symlog space (DreamerV3: 255 over
+    [-20, 20]); built symmetric around 0 when low == -high so a uniform prediction is exactly 0."""
+    if num < 2:
+        raise ValueError(f"twohot needs at least 2 bins, got {num}")
+    if low == -high and num % 2 == 1:
+        half = torch.linspace(0.0, high, num // 2 + 1)
+        return torch.cat([-half[1:].flip(0), half])
+    return torch.linspace(low, high, num)
+
+
+def twohot(x: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """Two-hot encoding of `x` (already in bin space) over sorted `bins`: weight on the two
+    nearest bins, each proportional to the closeness to the other; values outside the range
+    put all weight on the edge bin. Shape = x.shape + (len(bins),)."""
+    n = len(bins)
+    below = (bins <= x.unsqueeze(-1)).sum(-1) - 1
+    above = n - (bins > x.unsqueeze(-1)).sum(-1)
+    below, above = below.clamp(0, n - 1), above.clamp(0, n - 1)
+    equal = below == above
+    to_below = torch.where(equal, 1.0, (bins[below] - x).abs())
+    to_above = torch.where(equal, 1.0, (bins[above] - x).abs())
+    total = to_below + to_above
+    return (F.one_hot(below, n) * (to_above / total).unsqueeze(-1)
+            + F.one_hot(above, n) * (to_below / total).unsqueeze(-1))
+
+
+class TwoHotDist:
+    """Categorical over fixed bins in symlog space (DreamerV3 reward and critic heads).
+
+    loss(target) = cross-entropy between the two-hot encoding of symlog(target) and the
+    predicted bin probabilities; mean = symexp(sum_i p_i * b_i)."""
+
+    def __init__(self, logits: torch.Tensor, bins: torch.Tensor) -> None:
+        self.logits, self.bins = logits, bins
+
+    @property
+    def mean(self) -> torch.Tensor:
+        probs = torch.softmax(self.logits, -1)
+        n = len(self.bins)
+        m = n // 2
+        # sum the two halves separately so symmetric bins under equal probs give exactly 0
+        upper = (probs[..., m + 1:] * self.bins[m + 1:]).sum(-1)
+        lower = (probs[..., :m].flip(-1) * self.bins[:m].flip(0)).sum(-1)
+        return symexp(upper + lower + probs[..., m] * self.bins[m])
+
+    def loss(self, target: torch.Tensor) -> torch.Tensor:
+        enc = twohot(symlog(target.detach().float()), self.bins)
+        return -(enc * torch.log_softmax(self.logits, -1)).sum(-1)

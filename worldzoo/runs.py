@@ -54,12 +54,18 @@ def resolve_device(device: str) -> str:
 
 
 def check_env(env_id: str, cfg: Config) -> None:
-    """Build the env once so a bad id or option fails before anything is written."""
+    """Build the env once so a bad id or option fails before anything is written; for the
+    Dreamer pipeline, also assemble the agent for its spaces (impossible slot pairs fail)."""
     from worldzoo.envs import make
 
     opts = {k: v for k, v in cfg["env"].items() if k != "num_envs"}
     env = make(env_id, seed=0, **opts)
+    spaces = env.observation_space, env.action_space
     env.close()
+    if cfg.get("pipeline", "dreamer") == "dreamer":
+        from worldzoo.agent import check_agent
+
+        check_agent(cfg, *spaces)
 
 
 def _observer(basedir: Path, resume: bool):

@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from worldzoo.registry import build
+from worldzoo.config import ConfigError
+from worldzoo.registry import RegistryError, build
 
 Batch = dict[str, torch.Tensor]
 OBS_KEYS = ("image", "vector")
@@ -18,22 +19,28 @@ def variant(cfg: dict, slot: str) -> tuple[str, dict]:
     return kwargs.pop("name"), kwargs
 
 
+def assemble(cfg: dict, slot: str, *wiring):
+    """Build a slot's variant; a variant that cannot work with the env or the other slots
+    fails here, at start-up, with one line naming the slot, the variant and the reason."""
+    name, kw = variant(cfg, slot)
+    try:
+        return build(slot, name, *wiring, **kw)
+    except (ConfigError, RegistryError):
+        raise
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{slot}={name} cannot be used here: {e}") from None
+
+
 class WorldModel(nn.Module):
     def __init__(self, cfg: dict, obs_space: dict[str, tuple[int, ...]], action_dim: int) -> None:
         super().__init__()
-        name, kw = variant(cfg, "encoder")
-        self.encoder = build("encoder", name, obs_space, **kw)
-        name, kw = variant(cfg, "rssm")
-        self.rssm = build("rssm", name, self.encoder.out_dim, action_dim, **kw)
+        self.encoder = assemble(cfg, "encoder", obs_space)
+        self.rssm = assemble(cfg, "rssm", self.encoder.out_dim, action_dim)
         feat = self.rssm.feat_dim
-        name, kw = variant(cfg, "decoder")
-        self.decoder = build("decoder", name, feat, obs_space, **kw)
-        name, kw = variant(cfg, "reward")
-        self.reward = build("reward", name, feat, **kw)
-        name, kw = variant(cfg, "cont")
-        self.cont = build("cont", name, feat, **kw)
-        name, kw = variant(cfg, "kl")
-        self.kl = build("kl", name, **kw)
+        self.decoder = assemble(cfg, "decoder", feat, obs_space)
+        self.reward = assemble(cfg, "reward", feat)
+        self.cont = assemble(cfg, "cont", feat)
+        self.kl = assemble(cfg, "kl")
         self.scales = {**self.decoder.scales, "reward": self.reward.scale,
                        **self.cont.scales, **self.kl.scales}
 

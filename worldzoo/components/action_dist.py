@@ -1,4 +1,5 @@
-"""Action distributions of the actor. Continuous: `tanh_normal` (V1), `bounded_normal` (V3);
+"""Action distributions of the actor. Continuous: `tanh_normal` (V1), `trunc_normal` (V2),
+`bounded_normal` (V3);
 discrete: `onehot` categorical with straight-through samples and optional unimix (V3).
 Interface: sample() (reparameterised or straight-through), log_prob(a), entropy(), mode()."""
 
@@ -68,6 +69,48 @@ class BoundedNormal:
         return self.mean
 
 
+class TruncNormal:
+    """DreamerV2 continuous actions: Normal(tanh(raw_mean), 2 sigmoid(raw_std / 2) + min_std)
+    truncated to [-1, 1]; reparameterised samples by the inverse CDF."""
+
+    def __init__(self, raw: torch.Tensor, min_std: float = 0.1, max_std: float = 1.0) -> None:
+        mean, std = raw.chunk(2, -1)
+        self.mean = torch.tanh(mean)
+        self.std = 2 * torch.sigmoid(std / 2) + min_std
+        self.alpha = (-1 - self.mean) / self.std
+        self.beta = (1 - self.mean) / self.std
+        self.cdf_a, self.cdf_b = _ndtr(self.alpha), _ndtr(self.beta)
+        self.z = (self.cdf_b - self.cdf_a).clamp(min=1e-8)
+
+    def sample(self) -> torch.Tensor:
+        u = self.cdf_a + (self.cdf_b - self.cdf_a) * torch.rand_like(self.mean)
+        x = self.mean + self.std * torch.special.ndtri(u.clamp(1e-6, 1 - 1e-6))
+        clipped = x.clamp(-1 + 1e-6, 1 - 1e-6)
+        return x + (clipped - x).detach()  # clip with straight-through gradient, as V2
+
+    def log_prob(self, action: torch.Tensor) -> torch.Tensor:
+        z = (action - self.mean) / self.std
+        logp = -0.5 * z.pow(2) - 0.5 * math.log(2 * math.pi) - self.std.log() - self.z.log()
+        return logp.sum(-1)
+
+    def entropy(self) -> torch.Tensor:
+        pa, pb = _pdf(self.alpha), _pdf(self.beta)
+        ent = (0.5 * math.log(2 * math.pi * math.e) + self.std.log() + self.z.log()
+               + (self.alpha * pa - self.beta * pb) / (2 * self.z))
+        return ent.sum(-1)
+
+    def mode(self) -> torch.Tensor:
+        return self.mean
+
+
+def _ndtr(x: torch.Tensor) -> torch.Tensor:
+    return torch.special.ndtr(x)
+
+
+def _pdf(x: torch.Tensor) -> torch.Tensor:
+    return torch.exp(-0.5 * x.pow(2)) / math.sqrt(2 * math.pi)
+
+
 class OneHot:
     """Categorical over `n` actions as one-hot vectors; straight-through gradients on sample;
     `unimix` mixes a uniform into the probabilities (V3: 1%)."""
@@ -95,4 +138,5 @@ class OneHot:
         return F.one_hot(idx, self.probs.shape[-1]).to(self.probs.dtype)
 
 
-CONTINUOUS = {"tanh_normal": (TanhNormal, 2), "bounded_normal": (BoundedNormal, 2)}
+CONTINUOUS = {"tanh_normal": (TanhNormal, 2), "bounded_normal": (BoundedNormal, 2),
+              "trunc_normal": (TruncNormal, 2)}

@@ -116,13 +116,16 @@ class ReinforceActor(Actor):
 
 @register("actor", "mixed")
 class MixedActor(Actor):
-    """DreamerV2: rho * REINFORCE + (1 - rho) * dynamics backprop."""
+    """DreamerV2: rho * REINFORCE + (1 - rho) * dynamics backprop. `rho=None` is V2's `auto`:
+    1 for discrete actions (Atari), 0 for continuous ones (DMC)."""
 
-    def __init__(self, inp: int, action: int, discrete: bool, rho: float = 0.0,
+    def __init__(self, inp: int, action: int, discrete: bool, rho: float | None = None,
                  layers: int = 4, units: int = 400, act: str = "elu", norm: str = "none",
-                 dist: str = "tanh_normal", init_std: float = 5.0, min_std: float = 0.1,
+                 dist: str = "trunc_normal", init_std: float = 5.0, min_std: float = 0.1,
                  max_std: float = 1.0, unimix: float = 0.0, ent_scale: float = 1e-4,
                  expl_noise: float = 0.0) -> None:
+        if rho is None:
+            rho = 1.0 if discrete else 0.0
         if not 0.0 <= rho <= 1.0:
             raise ValueError(f"actor.rho must be in [0, 1], got {rho}")
         self.rho = rho

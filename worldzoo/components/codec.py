@@ -69,16 +69,21 @@ class CNNEncoder(MultiEncoder):
 
 
 class MultiDecoder(nn.Module):
-    """Reconstructs `image` (unit Gaussian on image/255 - 0.5, as V1-V3) and `vector`
-    (`vector_dist`: normal as V1, mse, or symlog_mse as V3). One loss term, `decoder`."""
+    """Reconstructs `image` (`image_dist`: unit Gaussian on image/255 - 0.5 as V1/V2, or mse
+    as V3) and `vector` (`vector_dist`: normal as V1, mse as V2, or symlog_mse as V3). One loss
+    term, `decoder`."""
 
     keys = ("image", "vector")
 
     def __init__(self, feat: int, obs_space: Shapes, depth: int = 32, mlp_layers: int = 3,
                  mlp_units: int = 400, act: str = "elu", norm: str = "none",
-                 vector_dist: str = "normal", scale: float = 1.0) -> None:
+                 vector_dist: str = "normal", image_dist: str = "normal",
+                 scale: float = 1.0) -> None:
         super().__init__()
         shapes = _pick(obs_space, self.keys, "decoder", type(self).__name__)
+        if image_dist not in ("normal", "mse"):
+            raise ValueError(f"unknown decoder.image_dist '{image_dist}'; known: normal, mse")
+        self.image_dist = image_dist
         if vector_dist not in ("normal", "mse", "symlog_mse"):
             raise ValueError(f"unknown decoder.vector_dist '{vector_dist}'; "
                              "known: normal, mse, symlog_mse")
@@ -91,7 +96,9 @@ class MultiDecoder(nn.Module):
     def forward(self, feat: torch.Tensor) -> dict[str, NormalDist | MSEDist]:
         dists: dict[str, NormalDist | MSEDist] = {}
         if self.cnn is not None:
-            dists["image"] = NormalDist(self.cnn(feat), event_dims=3)
+            pred = self.cnn(feat)
+            dists["image"] = (NormalDist(pred, 3) if self.image_dist == "normal"
+                              else MSEDist(pred, 3))
         if self.mlp is not None:
             pred = self.mlp(feat)
             dists["vector"] = (NormalDist(pred, 1) if self.vector_dist == "normal" else

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from worldzoo.dists import MSEDist, NormalDist
+from worldzoo.dists import MSEDist, NormalDist, TwoHotDist, symlog_bins
 from worldzoo.nets import MLP
 from worldzoo.registry import define_slot, register
 
@@ -50,3 +50,19 @@ class MSEHead(Head):
 
     def forward(self, feat: torch.Tensor) -> MSEDist:
         return MSEDist(self.net(feat).squeeze(-1), transform=self.transform)
+
+
+@register("reward", "twohot")
+@register("critic", "twohot")
+class TwoHotHead(Head):
+    """DreamerV3: softmax over `bins` bins equally spaced in symlog space [low, high], trained
+    with two-hot cross-entropy; output layer zero-initialised (predicts 0 at the start)."""
+
+    def __init__(self, inp: int, layers: int = 2, units: int = 400, act: str = "silu",
+                 norm: str = "layer", out_init: str = "zero", bins: int = 255,
+                 low: float = -20.0, high: float = 20.0, scale: float = 1.0) -> None:
+        super().__init__(inp, bins, layers, units, act, norm, out_init, scale)
+        self.register_buffer("bins", symlog_bins(bins, low, high), persistent=False)
+
+    def forward(self, feat: torch.Tensor) -> TwoHotDist:
+        return TwoHotDist(self.net(feat), self.bins)

@@ -19,6 +19,12 @@ define_slot("rssm", "latent dynamics: Gaussian (V1) or categorical straight-thro
 State = dict[str, torch.Tensor]
 
 
+def _where(first: torch.Tensor, init: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """`init` where `first` (shape [B]) is 1, else `value` (blended, so gradients reach both)."""
+    f = first.reshape(-1, *([1] * (value.dim() - 1)))
+    return value * (1.0 - f) + init * f
+
+
 class NormGRUCell(nn.Module):
     """GRU with LayerNorm on the fused gates and update bias -1 (DreamerV2/V3)."""
 
@@ -42,8 +48,12 @@ class RSSM(nn.Module):
     stats_keys: tuple[str, ...] = ()
 
     def __init__(self, embed: int, action: int, stoch_dim: int, stats_dim: int, deter: int,
-                 hidden: int, act: str, norm: str, cell: str) -> None:
+                 hidden: int, act: str, norm: str, cell: str, initial: str = "zeros") -> None:
         super().__init__()
+        if initial not in ("zeros", "learned"):
+            raise ValueError(f"unknown rssm.initial '{initial}'; known: zeros, learned")
+        # V3 2023: a learned initial deter, tanh(w), with the prior's mode as its stoch
+        self.init_deter = nn.Parameter(torch.zeros(deter)) if initial == "learned" else None
         self.deter, self.stoch_dim, self.action_dim = deter, stoch_dim, action
         self.feat_dim = deter + stoch_dim
         self.img_in = nn.Sequential(*linear_block(stoch_dim + action, hidden, act, norm))
@@ -61,17 +71,25 @@ class RSSM(nn.Module):
     def _sample(self, stats: State) -> torch.Tensor:
         raise NotImplementedError
 
+    def _mode(self, stats: State) -> torch.Tensor:
+        raise NotImplementedError
+
     def kl(self, lhs: State, rhs: State) -> torch.Tensor:
         """KL(lhs || rhs) summed over the latent, shape = batch shape."""
         raise NotImplementedError
 
     # -- shared ----------------------------------------------------------------------
     def initial(self, batch: int, device: torch.device | str = "cpu") -> State:
-        """The zero state used at the start of every episode."""
-        zeros = torch.zeros(batch, self.deter, device=device)
-        state = {"deter": zeros, "stoch": torch.zeros(batch, self.stoch_dim, device=device)}
-        state.update(self._stats(torch.zeros(batch, self.prior_net.out_dim, device=device)))
-        return state
+        """The state every episode starts from: zeros, or (initial=learned) tanh(w) with the
+        prior's mode as stoch; gradients reach w through the episodes' first steps."""
+        if self.init_deter is None:
+            zeros = torch.zeros(batch, self.deter, device=device)
+            state = {"deter": zeros, "stoch": torch.zeros(batch, self.stoch_dim, device=device)}
+            state.update(self._stats(torch.zeros(batch, self.prior_net.out_dim, device=device)))
+            return state
+        deter = torch.tanh(self.init_deter).expand(batch, -1)
+        stats = self._stats(self.prior_net(deter))
+        return {"deter": deter, "stoch": self._mode(stats), **stats}
 
     def feat(self, state: State) -> torch.Tensor:
         return torch.cat([state["stoch"], state["deter"]], -1)
@@ -83,10 +101,14 @@ class RSSM(nn.Module):
         stats = self._stats(self.prior_net(deter))
         return {"deter": deter, "stoch": self._sample(stats), **stats} if sample else stats
 
-    def _reset(self, state: State, action: torch.Tensor, is_first: torch.Tensor):
-        """Zero the state and previous action where an episode starts."""
-        keep = (1.0 - is_first.float()).unsqueeze(-1)
-        return {k: v * keep for k, v in state.items()}, action * keep
+    def _reset(self, state: State, action: torch.Tensor, is_first: torch.Tensor,
+               init: State | None = None):
+        """Where an episode starts: the initial state and a zero previous action."""
+        first = is_first.float()
+        if init is None:
+            init = self.initial(len(first), first.device)
+        mix = {k: _where(first, init[k], v) for k, v in state.items()}
+        return mix, action * (1.0 - first).unsqueeze(-1)
 
     def img_step(self, state: State, action: torch.Tensor) -> State:
         """One step of the prior: imagine the next state from a state and an action."""
@@ -105,13 +127,17 @@ class RSSM(nn.Module):
         """Posterior and prior over a sequence [B, T]. `action[:, t]` is the action that led to
         step t. Only the recurrence runs per step; the prior head runs once over all steps."""
         B, T = embed.shape[:2]
+        init = self.initial(B, embed.device)
         if state is None:
-            state = self.initial(B, embed.device)
+            state = init
         deters, posts = [], []
         deter, stoch = state["deter"], state["stoch"]
         for t in range(T):
-            keep = (1.0 - is_first[:, t].float()).unsqueeze(-1)
-            deter = self._core(deter * keep, stoch * keep, action[:, t] * keep)
+            first = is_first[:, t].float()
+            deter, stoch, act = (_where(first, init["deter"], deter),
+                                 _where(first, init["stoch"], stoch),
+                                 action[:, t] * (1.0 - first).unsqueeze(-1))
+            deter = self._core(deter, stoch, act)
             stats = self._stats(self.post_net(torch.cat([deter, embed[:, t]], -1)))
             stoch = self._sample(stats)
             deters.append(deter)
@@ -132,9 +158,10 @@ class GaussianRSSM(RSSM):
 
     def __init__(self, embed: int, action: int, stoch: int = 30, deter: int = 200,
                  hidden: int = 200, act: str = "elu", norm: str = "none", cell: str = "gru",
-                 min_std: float = 0.1) -> None:
+                 min_std: float = 0.1, initial: str = "zeros") -> None:
         self.min_std = min_std
-        super().__init__(embed, action, stoch, 2 * stoch, deter, hidden, act, norm, cell)
+        super().__init__(embed, action, stoch, 2 * stoch, deter, hidden, act, norm, cell,
+                         initial)
 
     def _stats(self, raw: torch.Tensor) -> State:
         mean, std = raw.chunk(2, -1)
@@ -142,6 +169,9 @@ class GaussianRSSM(RSSM):
 
     def _sample(self, stats: State) -> torch.Tensor:
         return stats["mean"] + stats["std"] * torch.randn_like(stats["std"])
+
+    def _mode(self, stats: State) -> torch.Tensor:
+        return stats["mean"]
 
     def kl(self, lhs: State, rhs: State) -> torch.Tensor:
         var_ratio = (lhs["std"] / rhs["std"]).pow(2)
@@ -158,10 +188,10 @@ class CategoricalRSSM(RSSM):
 
     def __init__(self, embed: int, action: int, stoch: int = 32, classes: int = 32,
                  deter: int = 512, hidden: int = 512, act: str = "elu", norm: str = "layer",
-                 cell: str = "norm_gru", unimix: float = 0.0) -> None:
+                 cell: str = "norm_gru", unimix: float = 0.0, initial: str = "zeros") -> None:
         self.stoch, self.classes, self.unimix = stoch, classes, unimix
         super().__init__(embed, action, stoch * classes, stoch * classes, deter, hidden, act,
-                         norm, cell)
+                         norm, cell, initial)
 
     def _stats(self, raw: torch.Tensor) -> State:
         logits = raw.reshape(*raw.shape[:-1], self.stoch, self.classes)
@@ -178,6 +208,12 @@ class CategoricalRSSM(RSSM):
         onehot = F.one_hot(idx, self.classes).to(probs.dtype)
         sample = onehot + probs - probs.detach()  # straight-through
         return sample.reshape(*sample.shape[:-2], self.stoch_dim)
+
+    def _mode(self, stats: State) -> torch.Tensor:
+        probs = torch.softmax(stats["logits"], -1)
+        onehot = F.one_hot(probs.argmax(-1), self.classes).to(probs.dtype)
+        mode = onehot + probs - probs.detach()
+        return mode.reshape(*mode.shape[:-2], self.stoch_dim)
 
     def kl(self, lhs: State, rhs: State) -> torch.Tensor:
         lp = torch.log_softmax(lhs["logits"], -1)

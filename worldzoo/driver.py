@@ -8,6 +8,7 @@ is closed and rebuilt with `make_envs`, every env starting a fresh episode."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import gymnasium as gym
@@ -118,8 +119,7 @@ class Driver:
         """Count the fault, close the broken vector env, build a fresh one and reset it
         (again, counted, while that fails)."""
         while True:
-            procs = getattr(self.envs, "processes", None) or []
-            dead = [i for i, p in enumerate(procs) if not p.is_alive()] or list(range(self.n))
+            dead = self._dead_workers() or list(range(self.n))
             for i in dead:
                 self._fault(i, f"vector env failed ({describe(err)}); restarted it")
             try:
@@ -134,6 +134,17 @@ class Driver:
                 return self.reset()
             except Exception as again:  # noqa: BLE001
                 err = again
+
+    def _dead_workers(self, wait: float = 2.0) -> list[int]:
+        """Indices of worker processes that exited (waiting briefly for the OS to reap a
+        worker whose pipe just closed); [] for a sync vector env."""
+        procs = getattr(self.envs, "processes", None) or []
+        deadline = time.monotonic() + (wait if procs else 0)
+        while True:
+            dead = [i for i, p in enumerate(procs) if not p.is_alive()]
+            if dead or time.monotonic() >= deadline:
+                return dead
+            time.sleep(0.02)
 
     def random_actions(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Uniform random (env action, agent action) for prefill."""

@@ -211,8 +211,10 @@ class Trainer:
         """One update; a non-finite one is undone and counted (`skipped_updates`)."""
         batch = self.replay.sample(self.train["batch_size"], self.train["batch_length"],
                                    self.device)
-        metrics = self.update_guard(lambda: self.agent.train_step(batch))
-        self.c["skipped_updates"] = self.update_guard.skipped
+        try:
+            metrics = self.update_guard(lambda: self.agent.train_step(batch))
+        finally:
+            self.c["skipped_updates"] = self.update_guard.skipped
         if metrics is not None:
             for k, v in metrics.items():
                 self.metrics[k].append(float(v))

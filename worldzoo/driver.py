@@ -9,6 +9,7 @@ is closed and rebuilt with `make_envs`, every env starting a fresh episode."""
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 
 import gymnasium as gym
@@ -123,7 +124,9 @@ class Driver:
             for i in dead:
                 self._fault(i, f"vector env failed ({describe(err)}); restarted it")
             try:
-                self.envs.close(terminate=True)
+                with warnings.catch_warnings():  # "close while waiting for step": it is dead
+                    warnings.simplefilter("ignore")
+                    self.envs.close(terminate=True)
             except Exception:  # noqa: BLE001 - it is broken already; a new one replaces it
                 pass
             self.envs = self.make_envs()

@@ -160,6 +160,26 @@ def checkpoint_step(run_dir: Path) -> int | None:
         return int(found.group(1))
 
 
+def _already_finished(run_dir: Path, done: int, steps: int, quiet: bool) -> RunResult:
+    """Resuming a finished run does nothing but mark it COMPLETED (it may have been killed
+    after its final checkpoint, before Sacred recorded the end)."""
+    metrics = _read_metrics(run_dir) or {}
+    evals = metrics.get("eval_return", {}).get("values", [])
+    result = {"eval_return": evals[-1] if evals else None, "env_steps": done}
+    info_path = run_dir / "run.json"
+    try:
+        info = json.loads(info_path.read_text())
+    except (OSError, ValueError):
+        info = None
+    if isinstance(info, dict) and info.get("status") != "COMPLETED":
+        info.update(status="COMPLETED", result=info.get("result") or result)
+        checkpoint.write_json_atomic(info_path, info)
+    if not quiet:
+        print(f"run {run_dir} is already finished ({done} of {steps} env steps); nothing to "
+              f"do (pass --steps N with N > {done} to train it further)")
+    return RunResult(run_dir, result)
+
+
 def _unique_id(basedir: Path, run_id: str) -> str:
     """`run_id`, or `run_id_2`, `_3`... when that directory exists: never reuse a run dir."""
     candidate, k = run_id, 1
@@ -226,8 +246,7 @@ def run(recipe: str | None = None, env: str | None = None, *, steps: int | None 
         if steps is not None:
             meta["steps"] = int(steps)
         if done is not None and done >= meta["steps"]:
-            raise ConfigError(f"run {run_dir} is finished ({done} of {meta['steps']} env "
-                              f"steps); pass --steps N with N > {done} to train it further")
+            return _already_finished(run_dir, done, meta["steps"], quiet)
         check_config(meta["env_id"], meta["config"])
         metrics = _read_metrics(run_dir)
         _truncate_metrics(run_dir, metrics, -1 if done is None else done)

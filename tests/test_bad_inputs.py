@@ -120,7 +120,8 @@ def a_file(tmp, run):
 CASES = [
     # -- command line
     ("no-command", [], "the following arguments are required: COMMAND", None),
-    ("unknown-command", ["train"], "invalid choice: 'train' .*choose from 'run', 'list', 'eval'", None),
+    ("unknown-command", ["train"],
+     "invalid choice: 'train' .*choose from 'run', 'list', 'eval'", None),
     ("unknown-flag", [*RUN, "--stepz", "5"], r"unrecognized arguments: --stepz 5", None),
     ("run-without-recipe", ["run"], "run needs RECIPE and --env ENV", None),
     ("run-without-env", ["run", "dreamerv1"], "run needs RECIPE and --env ENV", None),

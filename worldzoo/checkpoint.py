@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +125,9 @@ def load(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
                               "writer was interrupted); use the run directory to load the "
                               "newest complete one")
     try:
-        return torch.load(file, map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickles before refusing
+            warnings.simplefilter("ignore")
+            return torch.load(file, map_location=device, weights_only=True)
     except Exception as e:  # corrupt, truncated, not a torch file, or code to execute
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise CheckpointError(f"cannot read checkpoint {file} ({type(e).__name__}: "

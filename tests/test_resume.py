@@ -166,3 +166,28 @@ def test_kill_and_resume_long(tmp_path):
     kills = check_cycles(tmp_path, ref, 600, 6, [10, 11])
     kills += check_cycles(tmp_path, ref, 600, 6, [12, 13], storage="disk")
     assert kills >= 16
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT,
+                                 pytest.param(signal.SIGTERM, marks=pytest.mark.slow)])
+def test_interrupt_saves_a_checkpoint_then_resume_finishes(tmp_path, sig):
+    """Ctrl-C or SIGTERM: the run saves a checkpoint after the current step and exits 130;
+    --resume finishes it with no duplicated or missing log points."""
+    results, steps = tmp_path / "r", 160
+    proc = start(results, steps, "memory")
+    deadline = time.time() + 300
+    while resumes_from(results) is None and time.time() < deadline:  # training has begun
+        time.sleep(0.2)
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 130, out[-2000:]
+    assert f"{sig.name}: checkpoint saved to" in out and "--resume" in out
+    stopped_at = resumes_from(results)
+    assert 0 < stopped_at < steps
+    finish(start(results, steps, "memory"))
+    (run,) = run_dirs(results)
+    metrics = json.loads((run / "metrics.json").read_text())
+    logged = metrics["updates"]["steps"]
+    assert logged == sorted(set(logged)) and logged[-1] == steps
+    assert all(b - a <= 30 for a, b in zip(logged, logged[1:])), "a gap in the log points"
+    assert json.loads((run / "run.json").read_text())["status"] == "COMPLETED"

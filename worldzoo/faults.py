@@ -112,13 +112,86 @@ def _all_finite(tensors) -> bool:
     return bool(torch.stack(flags).all()) if flags else True
 
 
+def _leaves(obj, tensors: list, others: list) -> None:
+    """Tensor and other leaves of a nested dict/list, in a fixed order."""
+    if isinstance(obj, torch.Tensor):
+        tensors.append(obj)
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            _leaves(value, tensors, others)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            _leaves(value, tensors, others)
+    else:
+        others.append(obj)
+
+
+def _rebuild(obj, tensors, others):
+    """`obj`'s structure with its leaves taken from the iterators `tensors` and `others`."""
+    if isinstance(obj, torch.Tensor):
+        return next(tensors).clone()
+    if isinstance(obj, dict):
+        return {k: _rebuild(v, tensors, others) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_rebuild(v, tensors, others) for v in obj)
+    return copy.deepcopy(next(others))
+
+
+class Snapshot:
+    """The state of a module and its optimiser, copied into buffers kept between updates (one
+    fused copy per update; new buffers only when the optimiser's state changes shape, e.g. when
+    Adam creates its moments)."""
+
+    def __init__(self, module: torch.nn.Module, optim) -> None:
+        self.module, self.optim = module, optim
+        self.signature = None
+        self.buffers: list[torch.Tensor] = []
+        self.others: list = []
+        self.structure = None
+
+    def _live(self) -> tuple[list[torch.Tensor], list]:
+        tensors, others = list(self.module.state_dict().values()), []
+        _leaves(self.optim.state_dict(), tensors, others)
+        return tensors, others
+
+    @staticmethod
+    def _signature(tensors: list[torch.Tensor]) -> list:
+        return [(t.data_ptr(), t.shape, t.dtype) for t in tensors]
+
+    def take(self) -> None:
+        tensors, others = self._live()
+        signature = self._signature(tensors)
+        if signature != self.signature:
+            self.buffers = [t.detach().clone() for t in tensors]
+            self.signature = signature
+            self.structure = copy.deepcopy(self.optim.state_dict())
+        elif tensors:
+            torch._foreach_copy_(self.buffers, [t.detach() for t in tensors])
+        self.others = copy.deepcopy(others)
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        tensors, others = self._live()
+        n = len(self.module.state_dict())
+        if self._signature(tensors) == self.signature and others == self.others:
+            if tensors:
+                torch._foreach_copy_(tensors, self.buffers)
+            return
+        # the optimiser's state changed shape in the update: rebuild it from the snapshot
+        torch._foreach_copy_(tensors[:n], self.buffers[:n])
+        state = _rebuild(self.structure, iter(self.buffers[n:]), iter(self.others))
+        self.optim.load_state_dict(state)
+
+
 class UpdateGuard:
     """Runs one update and undoes it when a loss, a gradient norm or a parameter comes out
     non-finite: the module's state (parameters, buffers, target nets) and the optimiser's state
     are snapshot before and restored after such an update, so it is skipped as a whole."""
 
     def __init__(self, module: torch.nn.Module, optim, limit: FaultLimit) -> None:
-        self.module, self.optim, self.limit = module, optim, limit
+        self.limit = limit
+        self.snapshot = Snapshot(module, optim)
+        self.module = module
 
     @property
     def skipped(self) -> int:
@@ -127,8 +200,7 @@ class UpdateGuard:
     def __call__(self, update: Callable[[], dict[str, torch.Tensor]]
                  ) -> dict[str, torch.Tensor] | None:
         """The update's metrics, or None when it was skipped."""
-        params = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
-        opt_state = copy.deepcopy(self.optim.state_dict())
+        self.snapshot.take()
         metrics = update()
         bad = [k for k, v in metrics.items()
                if _loss_or_grad(k) and not bool(torch.isfinite(torch.as_tensor(v)).all())]
@@ -137,8 +209,7 @@ class UpdateGuard:
         if not bad:
             self.limit.ok(0)
             return metrics
-        self.module.load_state_dict(params)
-        self.optim.load_state_dict(opt_state)
+        self.snapshot.restore()
         values = ", ".join(f"{k}={float(torch.as_tensor(metrics[k]).float().mean()):g}"
                            for k in bad[:3] if k in metrics) or "parameters not finite"
         self.limit.fault(0, values)

@@ -201,7 +201,9 @@ def _results_dir(results: str | Path) -> Path:
 def pipeline(cfg: Config):
     """The trainer class of a config's `pipeline` (default `dreamer`). Every pipeline takes
     (cfg, env_id, seed, device, run_dir, log, steps, quiet), has `run()`, `restore()` and a
-    `before_save` hook, and logs the same metric names against env steps."""
+    `before_save` hook (flushes logged metrics: call it before each checkpoint), and logs the
+    same metric names against env steps. Optional: a static `check(cfg, obs_space,
+    act_space)` raising ConfigError before anything is written, and `close()`."""
     from worldzoo.trainer import Trainer
 
     table = {"dreamer": Trainer}
@@ -250,6 +252,9 @@ def run(recipe: str | None = None, env: str | None = None, *, steps: int | None 
         check_config(meta["env_id"], meta["config"])
         metrics = _read_metrics(run_dir)
         _truncate_metrics(run_dir, metrics, -1 if done is None else done)
+        for stale in [*run_dir.glob(".*.tmp"), *run_dir.glob("checkpoints/.*.tmp")]:
+            if stale.is_file():  # a JSON write cut short by the kill
+                stale.unlink()
         basedir, run_id = run_dir.parent, run_dir.name
     else:
         if recipe is None or env is None:

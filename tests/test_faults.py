@@ -124,8 +124,9 @@ def test_repeating_env_faults_stop_the_run_keeping_its_checkpoint(tmp_path):
     schedule = {t: "raise" for t in range(60, 10_000)}
     tr, _ = trainer(tmp_path, {0: schedule}, sets=["train.max_env_faults=3"])
     with pytest.raises(EnvFaultError, match=r"env 0 faulted 3 episodes in a row \(last: "
-                       r"RuntimeError: injected env failure\); the run stops and keeps its "
-                       r"last checkpoint.*--resume"):
+                       r"RuntimeError: injected env failure\); fix the env or raise "
+                       r"train.max_env_faults; the run stops and keeps its last checkpoint "
+                       r"\(step000000000025\): continue with `worldzoo run --resume .*run`"):
         tr.run()
     kept = checkpoint.load(checkpoint.latest(tr.ckpt_root))
     assert kept["counters"]["env_steps"] == 25 and tr.c["env_faults"] == 3
@@ -180,6 +181,26 @@ def test_nonfinite_update_is_skipped_exactly(fault):
     assert not all(torch.equal(params[k], v) for k, v in agent.state_dict().items())
 
 
+def test_update_that_raises_is_skipped_exactly():
+    """E.g. torch.distributions refusing a NaN parameter after the model has stepped."""
+    agent, batch = agent_and_batch()
+    guard = UpdateGuard(agent, agent.optim, FaultLimit(2, 1, TrainingFaultError,
+                                                       lambda i, n, r: f"stopped: {r}"))
+    guard(lambda: agent.train_step(batch))
+    params, opt = snapshot(agent)
+
+    def failing():
+        agent.train_step(batch)  # weights and Adam moments change, then it fails
+        raise ValueError("Expected parameter loc (Tensor of shape (4, 8, 1)) to satisfy the "
+                         "constraint Real(), but found invalid values")
+
+    assert guard(failing) is None
+    after, opt_after = snapshot(agent)
+    assert all(torch.equal(params[k], after[k]) for k in params) and opt == opt_after
+    with pytest.raises(TrainingFaultError, match="stopped: ValueError: Expected parameter loc"):
+        guard(failing)
+
+
 def poison(tr, updates: set[int]):
     """Make the batches of the given update numbers carry a NaN reward."""
     sample = tr.replay.sample
@@ -205,9 +226,9 @@ def test_skipped_updates_are_counted_and_training_goes_on(tmp_path):
 def test_repeating_training_faults_stop_the_run_keeping_its_checkpoint(tmp_path):
     tr, _ = trainer(tmp_path, steps=400, sets=["train.max_skipped_updates=4"])
     poison(tr, set(range(40, 10_000)))
-    with pytest.raises(TrainingFaultError, match=r"4 updates in a row had a non-finite loss or "
-                       r"gradient \(last: .*nan.*\); the run stops and keeps its last good "
-                       r"checkpoint"):
+    with pytest.raises(TrainingFaultError, match=r"4 updates in a row were skipped \(non-finite "
+                       r"loss or gradient, or a numerical error; last: .*nan.*\); lower the "
+                       r"learning rates.*; the run stops and keeps its last checkpoint"):
         tr.run()
     kept = checkpoint.load(checkpoint.latest(tr.ckpt_root))
     assert kept["counters"]["updates"] <= 40 and tr.c["skipped_updates"] == 4

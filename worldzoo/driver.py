@@ -29,9 +29,8 @@ def make_vector_env(env_fns: list[Callable[[], gym.Env]],
 
 
 def _fault_message(i: int, streak: int, reason: str) -> str:
-    return (f"env {i} faulted {streak} episodes in a row (last: {reason}); the run stops and "
-            "keeps its last checkpoint. Fix the env (or raise train.max_env_faults), then "
-            "continue with `worldzoo run --resume RUN_DIR`")
+    return (f"env {i} faulted {streak} episodes in a row (last: {reason}); fix the env or "
+            "raise train.max_env_faults")
 
 
 class Driver:

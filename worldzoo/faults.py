@@ -1,9 +1,9 @@
 """Faults a run survives, in one place: an env step that raises (dm_control's PhysicsError,
 MuJoCo instability) or returns NaN/inf ends that episode (`FaultGuard`, inside each env); a
 crashed vector-env worker is restarted (`Driver`, which uses `FaultLimit`); a non-finite loss or
-gradient skips that update (`UpdateGuard`). Each is counted; only when one source faults
-`limit` times in a row does the run stop, with a `RunStoppedError` saying why, keeping its last
-good checkpoint."""
+gradient, or an update that raises a numerical error, skips that update (`UpdateGuard`). Each
+is counted; only when one source faults `limit` times in a row does the run stop, with a
+`RunStoppedError` saying why, keeping its last good checkpoint."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ class EnvFaultError(RunStoppedError):
 
 
 class TrainingFaultError(RunStoppedError):
-    """Too many updates in a row had a non-finite loss or gradient."""
+    """Too many updates in a row had a non-finite loss or gradient (or raised)."""
 
 
 def describe(err: BaseException) -> str:
@@ -185,8 +185,9 @@ class Snapshot:
 
 class UpdateGuard:
     """Runs one update and undoes it when a loss, a gradient norm or a parameter comes out
-    non-finite: the module's state (parameters, buffers, target nets) and the optimiser's state
-    are snapshot before and restored after such an update, so it is skipped as a whole."""
+    non-finite, or it raises a numerical error: the module's state (parameters, buffers,
+    target nets) and the optimiser's state are snapshot before and restored after such an
+    update, so it is skipped as a whole."""
 
     def __init__(self, module: torch.nn.Module, optim, limit: FaultLimit) -> None:
         self.limit = limit
@@ -201,7 +202,12 @@ class UpdateGuard:
                  ) -> dict[str, torch.Tensor] | None:
         """The update's metrics, or None when it was skipped."""
         self.snapshot.take()
-        metrics = update()
+        try:
+            metrics = update()
+        except (ArithmeticError, RuntimeError, ValueError) as err:  # e.g. a NaN distribution
+            self.snapshot.restore()  # parameter, or Adam's step size overflowing float32
+            self.limit.fault(0, describe(err))
+            return None
         bad = [k for k, v in metrics.items()
                if _loss_or_grad(k) and not bool(torch.isfinite(torch.as_tensor(v)).all())]
         if not bad and not _all_finite(self.module.parameters()):

@@ -23,7 +23,13 @@ from worldzoo import checkpoint, report
 from worldzoo.agent import Agent, action_spec
 from worldzoo.config import ConfigError
 from worldzoo.driver import Driver, make_vector_env
-from worldzoo.faults import FaultGuard, FaultLimit, TrainingFaultError, UpdateGuard
+from worldzoo.faults import (
+    FaultGuard,
+    FaultLimit,
+    RunStoppedError,
+    TrainingFaultError,
+    UpdateGuard,
+)
 from worldzoo.interrupts import Interrupts
 from worldzoo.replay import STORAGES, human_bytes, make_replay, step_bytes
 
@@ -65,10 +71,9 @@ TRAIN_CHECKS = {
 
 
 def _training_fault(i: int, streak: int, reason: str) -> str:
-    return (f"{streak} updates in a row had a non-finite loss or gradient (last: {reason}); "
-            "the run stops and keeps its last good checkpoint. Lower the learning rates or "
-            "check the observations and rewards, then continue with "
-            "`worldzoo run --resume RUN_DIR`")
+    return (f"{streak} updates in a row were skipped (non-finite loss or gradient, or a "
+            f"numerical error; last: {reason}); lower the learning rates, check the "
+            "observations and rewards, or raise train.max_skipped_updates")
 
 
 class Trainer:
@@ -221,6 +226,20 @@ class Trainer:
         self.c["updates"] += 1
 
     def run(self) -> dict[str, float]:
+        """Train to `steps` env steps. Faults that keep repeating stop it with a
+        RunStoppedError naming the checkpoint it keeps (none is saved after them)."""
+        try:
+            return self._run()
+        except RunStoppedError as err:
+            if checkpoint.has_checkpoint(self.ckpt_root):
+                step = checkpoint.latest(self.ckpt_root).name
+                kept = (f"keeps its last checkpoint ({step}): continue with "
+                        f"`worldzoo run --resume {self.run_dir}`")
+            else:
+                kept = "has no checkpoint yet"
+            raise type(err)(f"{err}; the run stops and {kept}") from None
+
+    def _run(self) -> dict[str, float]:
         c, t = self.c, self.train
         step = self.driver.reset()
         state = None

@@ -107,6 +107,15 @@ def corrupt_metrics(tmp, run):
     return {"run": dst}
 
 
+HELD = []  # locks held by a case's set-up, as a live run holds its own
+
+
+def run_in_use(tmp, run):
+    dst = copy_run(tmp, run)
+    HELD.append(runs.lock_run(dst))
+    return {"run": dst}
+
+
 def empty_dir(tmp, run):
     (tmp / "empty").mkdir()
     return {"empty": tmp / "empty"}
@@ -233,6 +242,8 @@ CASES = [
      "metrics.json is not valid JSON", corrupt_metrics),
     ("resume-corrupt-checkpoint", ["run", "--resume", "{run}", "--steps", "500"],
      "cannot read checkpoint .*corrupt", truncated_state),
+    ("resume-run-in-use", ["run", "--resume", "{run}", "--steps", "500"],
+     "run .* is in use by another worldzoo process; wait for it to end", run_in_use),
     # -- result dirs
     ("results-is-file", [*RUN, "--results", "{file}"],
      "--results .*afile is a file, not a directory", a_file),
@@ -263,6 +274,9 @@ def test_bad_input(name, argv, message, setup, tmp_path, monkeypatch, capsys, fi
         code = cli.main(argv)
     except SystemExit as e:  # argparse
         code = e.code
+    finally:
+        while HELD:
+            HELD.pop().close()
     err = capsys.readouterr().err
     lines = [x for x in err.splitlines() if x.strip()]
     assert code not in (0, None), err

@@ -180,6 +180,22 @@ def _already_finished(run_dir: Path, done: int, steps: int, quiet: bool) -> RunR
     return RunResult(run_dir, result)
 
 
+def lock_run(run_dir: Path):
+    """Hold the run directory's lock for as long as the returned file stays open, so two
+    processes never write one run (the OS drops the lock when its process dies, even by
+    SIGKILL: a lock is never stale)."""
+    import fcntl
+
+    handle = open(run_dir / ".lock", "a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ConfigError(f"run {run_dir} is in use by another worldzoo process; wait for it "
+                          "to end (or stop it) before resuming") from None
+    return handle
+
+
 def _unique_id(basedir: Path, run_id: str) -> str:
     """`run_id`, or `run_id_2`, `_3`... when that directory exists: never reuse a run dir."""
     candidate, k = run_id, 1
@@ -244,17 +260,23 @@ def run(recipe: str | None = None, env: str | None = None, *, steps: int | None 
                               "apply)")
         run_dir = Path(resume)
         meta = read_run(run_dir)
-        done = checkpoint_step(run_dir)
-        if steps is not None:
-            meta["steps"] = int(steps)
-        if done is not None and done >= meta["steps"]:
-            return _already_finished(run_dir, done, meta["steps"], quiet)
-        check_config(meta["env_id"], meta["config"])
-        metrics = _read_metrics(run_dir)
-        _truncate_metrics(run_dir, metrics, -1 if done is None else done)
-        for stale in [*run_dir.glob(".*.tmp"), *run_dir.glob("checkpoints/.*.tmp")]:
-            if stale.is_file():  # a JSON write cut short by the kill
-                stale.unlink()
+        lock = lock_run(run_dir)
+        try:
+            done = checkpoint_step(run_dir)
+            if steps is not None:
+                meta["steps"] = int(steps)
+            if done is not None and done >= meta["steps"]:
+                with lock:
+                    return _already_finished(run_dir, done, meta["steps"], quiet)
+            check_config(meta["env_id"], meta["config"])
+            metrics = _read_metrics(run_dir)
+            _truncate_metrics(run_dir, metrics, -1 if done is None else done)
+            for stale in [*run_dir.glob(".*.tmp"), *run_dir.glob("checkpoints/.*.tmp")]:
+                if stale.is_file():  # a JSON write cut short by the kill
+                    stale.unlink()
+        except BaseException:
+            lock.close()
+            raise
         basedir, run_id = run_dir.parent, run_dir.name
     else:
         if recipe is None or env is None:
@@ -282,11 +304,13 @@ def run(recipe: str | None = None, env: str | None = None, *, steps: int | None 
     ex.observers.append(_observer(basedir, resume is not None))
     ex.add_config(meta)
     out: dict[str, Any] = {}
+    locks: list = [] if resume is None else [lock]
 
     @ex.main
     def _main(_run, _config):
         conf = json.loads(json.dumps(_config["config"]))
         directory = Path(_run.observers[0].dir)
+        locks.append(lock_run(directory) if resume is None else None)
         trainer = pipeline(conf)(conf, _config["env_id"], int(_config["seed"]), dev, directory,
                                  log=_run.log_scalar, steps=_config["steps"], quiet=quiet)
         # Metrics reach metrics.json only from this thread (no heartbeat thread, see below):
@@ -304,5 +328,10 @@ def run(recipe: str | None = None, env: str | None = None, *, steps: int | None 
         return out
 
     # beat_interval 0: no background heartbeat thread writing metrics.json concurrently
-    ex.run(options={"--id": run_id, "--beat_interval": "0"})
+    try:
+        ex.run(options={"--id": run_id, "--beat_interval": "0"})
+    finally:
+        for handle in locks:
+            if handle is not None:
+                handle.close()
     return RunResult(basedir / run_id, out)

@@ -70,7 +70,12 @@ def load(path: str | Path, device: str = "cpu") -> TrainedAgent:
     if not path.exists():
         raise checkpoint.CheckpointError(f"no such run or checkpoint: {path}")
     run_dir = _find_run_dir(path)
-    meta = json.loads((run_dir / "config.json").read_text())
+    try:
+        meta = json.loads((run_dir / "config.json").read_text())
+        meta["env_id"], meta["config"]["env"]  # noqa: B018 - the keys a run must have
+    except (ValueError, KeyError, TypeError):
+        raise checkpoint.CheckpointError(f"{run_dir / 'config.json'} is corrupt or not a "
+                                         "worldzoo run config; cannot load the agent") from None
     ckpt_dir = (checkpoint.latest(run_dir / "checkpoints")
                 if path.resolve() == run_dir.resolve() else path)
     state = checkpoint.load(ckpt_dir, device)
@@ -78,5 +83,11 @@ def load(path: str | Path, device: str = "cpu") -> TrainedAgent:
     env = env_factory(meta["env_id"], opts, 0, 0)()
     agent = Agent(meta["config"], env.observation_space, env.action_space).to(device)
     env.close()
-    agent.load_state_dict(state["agent"])
+    try:
+        agent.load_state_dict(state["agent"])
+    except (KeyError, TypeError, RuntimeError) as e:
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        raise checkpoint.CheckpointError(f"checkpoint {ckpt_dir} does not fit the run's config "
+                                         f"in {run_dir} ({type(e).__name__}: {first}); load "
+                                         "it with the run it was saved by") from None
     return TrainedAgent(agent, meta, device)

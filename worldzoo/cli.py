@@ -17,8 +17,15 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (ConfigError, RegistryError, EnvError, CheckpointError)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: what was wrong, and where the right usage is."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="worldzoo", description=__doc__)
+    p = Parser(prog="worldzoo", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     r = sub.add_parser("run", help="train a recipe on an env (a Sacred run under results/runs)",
@@ -28,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "unambiguous id like walker-walk")
     r.add_argument("--steps", type=int, help="env steps to train for, action repeat counted "
                    "(default: the recipe's train.steps)")
-    r.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    r.add_argument("--seed", type=int, help="random seed (default 0)")
     r.add_argument("--preset", help="size preset of the recipe: debug (tests), small (CPU "
                    "experiments), paper (default)")
     r.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
@@ -121,7 +128,26 @@ def cmd_list() -> None:
         print(f"  {b['name']:<8} {mark:<44} {b['summary']}")
 
 
+def check_video_path(video: str | None) -> None:
+    """A video path must end in .mp4 or .gif and lie in an existing directory."""
+    if video is None:
+        return
+    from pathlib import Path
+
+    from worldzoo.config import ConfigError
+
+    path = Path(video)
+    if path.suffix.lower() not in (".mp4", ".gif"):
+        raise ConfigError(f"--video {video}: unknown video type '{path.suffix}'; use a name "
+                          "ending in .mp4 or .gif")
+    if not path.parent.is_dir():
+        raise ConfigError(f"--video {video}: directory {path.parent} does not exist; create "
+                          "it or write the video elsewhere")
+
+
 def main(argv: list[str] | None = None) -> int:
+    from worldzoo.faults import RunStoppedError
+
     args = build_parser().parse_args(argv)
     try:
         if args.command == "list":
@@ -147,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
 
             if args.episodes < 1:
                 raise _user_errors()[0](f"--episodes must be >= 1, got {args.episodes}")
+            check_video_path(args.video)
             agent = load(args.checkpoint, args.device)
             returns = agent.evaluate(args.episodes, env=args.env, video=args.video)
             mean = sum(returns) / len(returns)
@@ -158,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     except _user_errors() as e:
         print(f"worldzoo: error: {e}", file=sys.stderr)
         return 2
+    except RunStoppedError as e:
+        print(f"worldzoo: stopped: {e}", file=sys.stderr)
+        return 3
     except ImportError as e:
         print(f"worldzoo: error: missing dependency ({e}); install the extra that provides "
               "it, e.g. pip install 'worldzoo[dmc]'", file=sys.stderr)

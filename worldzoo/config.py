@@ -78,9 +78,19 @@ def slot_names(cfg: Config) -> list[str]:
     return [k for k in cfg if isinstance(cfg[k], dict) and "name" in cfg[k]]
 
 
+# Train settings every recipe has (robustness, docs/robustness.md); a recipe may override them.
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "replay_storage": "memory",   # or "disk": chunk files under the run dir (exceeds RAM)
+    "max_env_faults": 10,         # env faults in a row (per env) before the run stops
+    "max_skipped_updates": 20,    # non-finite updates in a row before the run stops
+}
+
+
 def resolve(cfg: Config) -> Config:
     """Fill each slot's kwargs from its variant's defaults (recipe values win); check names."""
     cfg = copy.deepcopy(cfg)
+    if isinstance(cfg.get("train"), dict):
+        cfg["train"] = {**TRAIN_DEFAULTS, **cfg["train"]}
     for slot in slot_names(cfg):
         given = dict(cfg[slot])
         name = given.pop("name")

@@ -21,7 +21,7 @@ from worldzoo.cli import main
     (["run", "dreamerv1", "--env", "gym:Pendulum-v1", "--preset", "huge"], "unknown preset 'huge'"),
     (["run", "dreamerv1", "--env", "gym:Pendulum-v1", "--device", "tpu"], "unknown device 'tpu'"),
     (["run", "dreamerv1"], "run needs RECIPE and --env"),
-    (["run", "--resume", "/nonexistent/run"], "no config.json"),
+    (["run", "--resume", "/nonexistent/run"], "no such directory"),
     (["eval", "/nonexistent/run"], "no such run or checkpoint"),
     (["run", "dreamerv1", "--env", "brax:ant"], "brax"),
 ])
@@ -37,7 +37,8 @@ def test_bad_input_gives_one_clear_line(argv, message, capsys, tmp_path):
 def test_corrupt_checkpoint_is_reported(tmp_path, capsys):
     run = tmp_path / "runs" / "x"
     (run / "checkpoints" / "step1").mkdir(parents=True)
-    (run / "config.json").write_text("{}")
+    (run / "config.json").write_text(
+        '{"env_id": "gym:Pendulum-v1", "seed": 0, "steps": 1, "config": {"env": {}}}')
     (run / "checkpoints" / "latest.json").write_text('{"name": "step1"}')
     (run / "checkpoints" / "step1" / "COMPLETE").write_text("ok")
     (run / "checkpoints" / "step1" / "state.pt").write_bytes(b"not a checkpoint")

@@ -38,7 +38,7 @@ def test_switching_a_variant_keeps_shared_kwargs_and_takes_new_defaults():
 @pytest.mark.parametrize("item, message", [
     ("rssm=gausian", "unknown variant 'gausian' for slot 'rssm'; known variants"),
     ("rssm.classes=4", "rssm=gaussian has no kwarg 'classes'; it takes: stoch"),
-    ("train.batchsize=4", "unknown key 'train.batchsize'; known train keys: steps"),
+    ("train.batchsize=4", "unknown key 'train.batchsize'; known train keys: .*batch_size"),
     ("rsm.deter=4", "unknown key 'rsm.deter'; known slots"),
     ("rssm.deter=big", "bad value 'big' for rssm.deter: expected int"),
     ("rssm.deter=2.5", "bad value '2.5' for rssm.deter: expected int"),

@@ -83,6 +83,8 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "replay_storage": "memory",   # or "disk": chunk files under the run dir (exceeds RAM)
     "max_env_faults": 10,         # env faults in a row (per env) before the run stops
     "max_skipped_updates": 20,    # non-finite updates in a row before the run stops
+    "threads": 0,                 # torch intra-op threads (0: torch's own choice); on a
+                                  # busy CPU, 1 per run is often much faster for small nets
 }
 
 

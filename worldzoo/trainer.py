@@ -66,6 +66,7 @@ TRAIN_CHECKS = {
     "log_every": (lambda v: v >= 1, "an int >= 1"),
     "checkpoint_every": (lambda v: v >= 1, "an int >= 1"),
     "max_env_faults": (lambda v: v >= 1, "an int >= 1"),
+    "threads": (lambda v: v >= 0, "an int >= 0 (0: torch's default)"),
     "max_skipped_updates": (lambda v: v >= 1, "an int >= 1"),
 }
 
@@ -116,6 +117,8 @@ class Trainer:
         np.random.seed(seed % 2**32)
         random.seed(seed)
         t = self.train
+        if t.get("threads", 0) > 0:
+            torch.set_num_threads(int(t["threads"]))
         fns = [env_factory(env_id, opts, seed, i, wrap_env) for i in range(self.num_envs)]
         eval_fns = [env_factory(env_id, opts, seed + 10_000, 0)]
         max_faults = int(t.get("max_env_faults", 10))
@@ -142,6 +145,7 @@ class Trainer:
         self.metrics: dict[str, list[float]] = defaultdict(list)
         self.last_return = float("nan")
         self._last_log_step = -1
+        self._last_eval: tuple[int, float] | None = None  # (env step, mean return)
         self.ckpt_root = self.run_dir / "checkpoints"
         self.before_save: Callable[[], None] | None = None  # e.g. flush logged metrics
 
@@ -290,7 +294,8 @@ class Trainer:
                                 refresh=False)
             bar.close()
             self._flush_log(start, start_steps, start_updates)
-            final = self.evaluate()
+            done_eval = self._last_eval is not None and self._last_eval[0] == c["env_steps"]
+            final = self._last_eval[1] if done_eval else self.evaluate()
             self.save()
         return {"eval_return": final, "env_steps": c["env_steps"], "updates": c["updates"]}
 
@@ -379,6 +384,7 @@ class Trainer:
             returns.append(total)
         mean = float(np.mean(returns))
         self.log("eval_return", mean, c["env_steps"])
+        self._last_eval = (c["env_steps"], mean)
         if want_video:
             report.write_eval_media(self.run_dir / "videos", c["env_steps"], frames,
                                     episode, self.agent)

@@ -374,7 +374,7 @@ class Trainer:
             while True:
                 if ep == 0:
                     episode.append({k: v[0].copy() for k, v in cur.items()})
-                    if want_video:
+                    if want_video and "image" not in cur:  # pixel obs are the frames
                         frames.append(self.eval_envs.call("render")[0])
                 if cur["is_last"][0]:
                     break

@@ -67,7 +67,8 @@ def test_cli_run_dmc_pixels_and_eval_video(tmp_path):
     cmd = [sys.executable, "-m", "worldzoo", "run", "dreamerv1", "--env", "dmc:cartpole-balance",
            "--preset", "debug", "--steps", "120", "--set", "env.obs=pixels",
            "--set", "env.size=32", "--set", "train.eval_video=true",
-           "--set", "env.time_limit=60", "--set", "train.prefill=60", "--results", str(tmp_path), "--quiet"]
+           "--set", "env.time_limit=60", "--set", "train.prefill=60",
+           "--results", str(tmp_path), "--quiet"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr[-2000:]
     run_dir = next((tmp_path / "runs").glob("*cartpole*"))

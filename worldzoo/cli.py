@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 USER_ERRORS: tuple[type[BaseException], ...] = ()
 
@@ -83,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--results", default="results", help="results directory (default results/)")
     pl.add_argument("--reference", metavar="DIR", help="overlay the papers' curves from DIR "
                     "(../shared/reference-scores format)")
+    pl.add_argument("--runs", metavar="DIR", help="first (re)write results/scores/adhoc.csv "
+                    "from the finished runs under DIR/runs that no suite made (e.g. runs of "
+                    "`worldzoo run --results DIR`)")
     return p
 
 
@@ -164,8 +168,17 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "bench":
             return cmd_bench(args)
         elif args.command == "plot":
-            from worldzoo import plots
+            from worldzoo import plots, scores
 
+            if args.runs is not None:
+                if not (Path(args.runs) / "runs").is_dir():
+                    raise _user_errors()[0](f"--runs {args.runs}: no runs/ directory there; "
+                                            "pass the --results DIR the runs were made with")
+                df = scores.from_stores(args.runs)
+                path = Path(args.results) / "scores" / "adhoc.csv"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                df[df["suite"] == "adhoc"].to_csv(path, index=False, float_format="%.6g")
+                print(f"wrote {path}")
             for path in plots.plot_all(args.results, args.reference):
                 print(f"wrote {path}")
         elif args.command == "eval":

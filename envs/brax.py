@@ -137,19 +137,22 @@ class BraxVectorEnv(VectorEnv):
         self.repeat, self.time_limit = action_repeat, time_limit or np.iinfo(np.int32).max
         self._reset_fn = jax.jit(jax.vmap(self._reset_one))
         self._step_fn = jax.jit(self._batched_step)
-        self._state = self._t = self._last = None
+        self._merge_fn = jax.jit(self._merge)
+        self._state = self._t = self._obs = None
+        self._done = np.zeros(num_envs, bool)
 
     # -- the one jitted call per step -------------------------------------------------------
     def _reset_one(self, seed):
         state = self._env.reset(jax.random.PRNGKey(seed))
         return state, _flat(state.obs)
 
-    def _batched_step(self, state, t, last, action, seeds):
-        """Envs whose previous step was last are reset; the others step ``repeat`` times."""
+    def _batched_step(self, state, t, last, action):
+        """Step every env ``repeat`` times, except those just reset (``last``: the previous
+        step ended their episode, ``state`` already holds their fresh start)."""
         env = self._env
         action = jnp.clip(action, -1.0, 1.0)
 
-        def one(state, t, last, action, seed):
+        def one(state, t, last, action):
             def body(_, carry):
                 s, reward, steps, done = carry
                 nxt = env.step(s, action)
@@ -160,18 +163,22 @@ class BraxVectorEnv(VectorEnv):
                 done = done | (nxt.done > 0) | (t + steps >= self.time_limit)
                 return s, reward, steps, done
 
-            init = (state, jnp.float32(0.0), jnp.int32(0), jnp.bool_(False))
-            stepped, reward, steps, _ = jax.lax.fori_loop(0, self.repeat, body, init)
-            fresh = env.reset(jax.random.PRNGKey(seed))
-            new = jax.tree_util.tree_map(lambda a, b: jnp.where(last, a, b), fresh, stepped)
-            t_new = jnp.where(last, 0, t + steps)
-            terminated = ~last & (stepped.done > 0)
-            truncated = ~last & ~terminated & (t_new >= self.time_limit)
-            return (new, t_new, terminated | truncated, _flat(new.obs),
-                    jnp.where(last, 0.0, reward), terminated, truncated,
-                    jnp.where(last, 0, steps))
+            init = (state, jnp.float32(0.0), jnp.int32(0), last)
+            state, reward, steps, _ = jax.lax.fori_loop(0, self.repeat, body, init)
+            t = jnp.where(last, 0, t + steps)
+            terminated = ~last & (state.done > 0)
+            truncated = ~last & ~terminated & (t >= self.time_limit)
+            return (state, t, terminated | truncated, _flat(state.obs), reward, terminated,
+                    truncated, steps)
 
-        return jax.vmap(one)(state, t, last, action, seeds)
+        return jax.vmap(one)(state, t, last, action)
+
+    @staticmethod
+    def _merge(which, fresh, state):
+        """``fresh`` where ``which`` else ``state``, leaf by leaf (batched)."""
+        def pick(a, b):
+            return jnp.where(which.reshape(which.shape + (1,) * (a.ndim - 1)), a, b)
+        return jax.tree_util.tree_map(pick, fresh, state)
 
     def _seeds(self, which: np.ndarray) -> np.ndarray:
         """Reset seeds from (base seed, episode index) of the envs in ``which``; advances them."""
@@ -188,7 +195,6 @@ class BraxVectorEnv(VectorEnv):
             self._base, self._episode = np.asarray(seeds, np.int64), np.zeros_like(self._episode)
         self._state, self._obs = self._reset_fn(self._seeds(np.ones(self.num_envs, bool)))
         self._t = jnp.zeros(self.num_envs, jnp.int32)
-        self._last = jnp.zeros(self.num_envs, bool)
         self._done = np.zeros(self.num_envs, bool)
         return {"vector": np.asarray(self._obs)}, {}
 
@@ -196,9 +202,12 @@ class BraxVectorEnv(VectorEnv):
         if self._state is None:
             raise RuntimeError("call reset() before step()")
         action = np.asarray(actions, np.float32).reshape(self.action_space.shape)
-        (self._state, self._t, self._last, self._obs, reward, terminated, truncated,
-         steps) = self._step_fn(self._state, self._t, self._last, action, self._seeds(self._done))
-        self._done = np.asarray(self._last)
+        if self._done.any():  # next-step autoreset: once per episode, not every step
+            fresh, _ = self._reset_fn(self._seeds(self._done))
+            self._state = self._merge_fn(jnp.asarray(self._done), fresh, self._state)
+        (self._state, self._t, last, self._obs, reward, terminated, truncated,
+         steps) = self._step_fn(self._state, self._t, jnp.asarray(self._done), action)
+        self._done = np.asarray(last)
         info = {"env_steps": np.asarray(steps), "_env_steps": np.ones(self.num_envs, bool)}
         return ({"vector": np.asarray(self._obs)}, np.asarray(reward), np.asarray(terminated),
                 np.asarray(truncated), info)

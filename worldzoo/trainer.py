@@ -36,6 +36,18 @@ def env_factory(env_id: str, opts: dict, seed: int, i: int):
     return thunk
 
 
+def train_envs(env_id: str, opts: dict, seed: int, num_envs: int):
+    """The backend's native vector env (e.g. Brax's batched step) when it has one, else
+    gymnasium's (worker processes for N > 1); env i is seeded seed + i either way."""
+    from worldzoo.envs import make_vector
+
+    native = make_vector(env_id, num_envs, seed, **opts)
+    if native is not None:
+        return native
+    fns = [env_factory(env_id, opts, seed, i) for i in range(num_envs)]
+    return make_vector_env(fns, asynchronous=True)
+
+
 class Trainer:
     def __init__(self, cfg: dict, env_id: str, seed: int, device: str, run_dir: Path,
                  log: Logger, steps: int | None = None, quiet: bool = False) -> None:
@@ -49,8 +61,7 @@ class Trainer:
         torch.manual_seed(seed)
         np.random.seed(seed % 2**32)
         random.seed(seed)
-        fns = [env_factory(env_id, opts, seed, i) for i in range(self.num_envs)]
-        self.envs = make_vector_env(fns, asynchronous=True)
+        self.envs = train_envs(env_id, opts, seed, self.num_envs)
         self.eval_envs = make_vector_env([env_factory(env_id, opts, seed + 10_000, 0)], False)
         obs_space = self.envs.single_observation_space
         act_space = self.envs.single_action_space

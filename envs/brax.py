@@ -63,6 +63,12 @@ def _flat(obs) -> jax.Array:
     return jnp.concatenate([jnp.ravel(x) for x in leaves]).astype(jnp.float32)
 
 
+def _strong(tree):
+    """Leaves without JAX's weak types, so a reset state and a stepped one have the same
+    types and the jitted step compiles once (a weak-typed reward would compile it twice)."""
+    return jax.tree_util.tree_map(lambda x: jax.lax.convert_element_type(x, x.dtype), tree)
+
+
 def _spaces(env) -> tuple[spaces.Dict, spaces.Box]:
     size = env.observation_size
     dim = sum(int(np.prod(v)) for v in size.values()) if isinstance(size, dict) else int(size)
@@ -96,7 +102,8 @@ class BraxEnv(gymnasium.Env):
     def __init__(self, env):
         self._env = env
         self.observation_space, self.action_space = _spaces(env)
-        self._reset, self._step = jax.jit(env.reset), jax.jit(env.step)
+        self._reset = jax.jit(lambda key: _strong(env.reset(key)))
+        self._step = jax.jit(env.step)
         self._state = None
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -105,7 +112,7 @@ class BraxEnv(gymnasium.Env):
         return {"vector": np.asarray(_flat(self._state.obs))}, {}
 
     def step(self, action):
-        action = jnp.clip(jnp.asarray(action, jnp.float32), -1.0, 1.0)
+        action = np.clip(np.asarray(action, np.float32), -1.0, 1.0)
         self._state = self._step(self._state, action)
         obs = {"vector": np.asarray(_flat(self._state.obs))}
         return obs, float(self._state.reward), bool(self._state.done), False, {}
@@ -143,7 +150,7 @@ class BraxVectorEnv(VectorEnv):
 
     # -- the one jitted call per step -------------------------------------------------------
     def _reset_one(self, seed):
-        state = self._env.reset(jax.random.PRNGKey(seed))
+        state = _strong(self._env.reset(jax.random.PRNGKey(seed)))
         return state, _flat(state.obs)
 
     def _batched_step(self, state, t, last, action):

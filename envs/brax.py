@@ -5,8 +5,9 @@ call, so :class:`BraxVectorEnv` runs ``num_envs`` envs as ONE jitted, vmapped st
 does action repeat, the time limit and next-step autoreset: the dispatch cost is paid once per
 batch. :func:`make` (one env, for evaluation and the gymnasium vector envs) jits the plain
 step. Observations are flat vectors (``obs='vector'``); Brax's renderer is not wired up.
-``BraxVectorEnv.torch_obs()`` hands the last observations to torch through DLPack (no copy;
-on a GPU they stay on the device). Compile time (seconds per function on a CPU) is paid once,
+``step`` returns numpy (writable copies of a few KB: the gymnasium API, and what replay
+stores); ``BraxVectorEnv.torch_obs()`` hands the same observations to torch through DLPack
+without a copy (on a GPU they stay on the device). Compile time (seconds per function on a CPU) is paid once,
 at the first reset and step.
 """
 
@@ -66,7 +67,10 @@ def _flat(obs) -> jax.Array:
 def _strong(tree):
     """Leaves without JAX's weak types, so a reset state and a stepped one have the same
     types and the jitted step compiles once (a weak-typed reward would compile it twice)."""
-    return jax.tree_util.tree_map(lambda x: jax.lax.convert_element_type(x, x.dtype), tree)
+    def strong(x):
+        x = jnp.asarray(x)
+        return jax.lax.convert_element_type(x, x.dtype)
+    return jax.tree_util.tree_map(strong, tree)
 
 
 def _spaces(env) -> tuple[spaces.Dict, spaces.Box]:
@@ -103,7 +107,7 @@ class BraxEnv(gymnasium.Env):
         self._env = env
         self.observation_space, self.action_space = _spaces(env)
         self._reset = jax.jit(lambda key: _strong(env.reset(key)))
-        self._step = jax.jit(env.step)
+        self._step = jax.jit(lambda state, action: _strong(env.step(state, action)))
         self._state = None
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -175,8 +179,8 @@ class BraxVectorEnv(VectorEnv):
             t = jnp.where(last, 0, t + steps)
             terminated = ~last & (state.done > 0)
             truncated = ~last & ~terminated & (t >= self.time_limit)
-            return (state, t, terminated | truncated, _flat(state.obs), reward, terminated,
-                    truncated, steps)
+            return (_strong(state), t, terminated | truncated, _flat(state.obs), reward,
+                    terminated, truncated, steps)
 
         return jax.vmap(one)(state, t, last, action)
 
@@ -203,7 +207,7 @@ class BraxVectorEnv(VectorEnv):
         self._state, self._obs = self._reset_fn(self._seeds(np.ones(self.num_envs, bool)))
         self._t = jnp.zeros(self.num_envs, jnp.int32)
         self._done = np.zeros(self.num_envs, bool)
-        return {"vector": np.asarray(self._obs)}, {}
+        return {"vector": np.array(self._obs)}, {}
 
     def step(self, actions):
         if self._state is None:
@@ -216,7 +220,7 @@ class BraxVectorEnv(VectorEnv):
          steps) = self._step_fn(self._state, self._t, jnp.asarray(self._done), action)
         self._done = np.asarray(last)
         info = {"env_steps": np.asarray(steps), "_env_steps": np.ones(self.num_envs, bool)}
-        return ({"vector": np.asarray(self._obs)}, np.asarray(reward), np.asarray(terminated),
+        return ({"vector": np.array(self._obs)}, np.asarray(reward), np.asarray(terminated),
                 np.asarray(truncated), info)
 
     def torch_obs(self) -> dict:

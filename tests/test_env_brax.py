@@ -21,14 +21,14 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module", autouse=True)
 def fast_done():
-    """``fast_done``: Brax's ``fast`` env that terminates once its position passes 0.02."""
+    """``fast_done``: Brax's ``fast`` env that terminates once its velocity passes 0.05."""
     from brax import envs as brax_envs
     from brax.envs.fast import Fast
 
     class FastDone(Fast):
         def step(self, state, action):
             state = super().step(state, action)
-            return state.replace(done=(state.obs[0] > 0.02).astype(float))
+            return state.replace(done=(state.obs[1] > 0.05).astype(float))
 
     brax_envs.register_environment("fast_done", FastDone)
     yield
@@ -97,8 +97,7 @@ def test_observations_reach_torch_without_a_copy():
     ob, *_ = vec.step(np.ones((2, 1), np.float32))
     tensor = vec.torch_obs()["vector"]
     assert tensor.data_ptr() == vec._obs.unsafe_buffer_pointer()
-    assert np.array_equal(tensor.numpy(), ob["vector"])
-    assert ob["vector"].ctypes.data == vec._obs.unsafe_buffer_pointer()  # numpy: a view too
+    assert np.array_equal(tensor.numpy(), ob["vector"]) and ob["vector"].flags.writeable
 
 
 def test_gymnasium_env_checker():

@@ -40,12 +40,12 @@ class Backend:
 
 
 BACKENDS: dict[str, Backend] = {
-    "gym": Backend("worldzoo.envs.gym", None, "any registered gymnasium id, e.g. gym:Pendulum-v1",
-                   ("gymnasium",)),
+    "gym": Backend("worldzoo.envs.gym", None, "any registered gymnasium id, e.g. gym:Pendulum-v1 "
+                   "(MuJoCo ids: [mujoco], Gymnasium-Robotics: [robotics])", ("gymnasium",)),
     "dmc": Backend("worldzoo.envs.dmc", "dmc", "DeepMind Control Suite domain-task, "
                    "e.g. dmc:walker-walk", ("dm_control", "mujoco")),
     "mujoco": Backend("worldzoo.envs.mujoco", "mujoco", "MuJoCo MJCF/MJB model, "
-                      "e.g. mujoco:path/to/model.xml or mujoco:hopper2d", ("mujoco",)),
+                      "e.g. mujoco:path/to/model.xml or mujoco:crawler", ("mujoco",)),
     "brax": Backend("worldzoo.envs.brax", "brax", "Brax environment on JAX (batched step), "
                     "e.g. brax:ant", ("brax", "jax")),
     "unity": Backend("worldzoo.envs.unity", "unity", "Unity ML-Agents player or Editor, "
@@ -167,8 +167,10 @@ def make(env_id: str, seed: int | None = None, **opts: Any) -> gymnasium.Env:
     """Build a fresh env for ``suite:task`` with action repeat, time limit and seeding.
 
     ``seed`` is the base seed of :class:`SeedPerEpisode` (None: drawn once from OS entropy).
-    Options (validated; defaults per backend in its ``DEFAULTS``): obs, size, action_repeat,
-    time_limit (env steps), camera and shadows (dmc only).
+    Options (validated by ``OPTIONS``; each backend's ``DEFAULTS`` lists the ones it takes):
+    obs, size, action_repeat, time_limit (env steps) everywhere; camera and shadows (dmc);
+    camera, frame_skip, reward, terminate, reset (mujoco); backend (brax); behavior,
+    time_scale, no_graphics, port, timeout (unity); goal_keys (gym). See docs/environments.md.
     """
     from worldzoo.envs.wrappers import ActionRepeat, SeedPerEpisode
 

@@ -57,16 +57,18 @@ def test_replay_keeps_each_envs_episodes_apart():
         assert (row // 10 == row[0] // 10).all() and (np.diff(row) == 1).all()
 
 
+# Fetch, Shadow Hand and Franka kitchen fail inside gymnasium-robotics 1.4.2 with mujoco 3.17
+# (its set_joint_qpos compares mujoco's joint-type enum with a numpy int); the mazes work.
 @needs_robotics
 def test_robotics_goal_env_flattened():
-    env = make("gym:FetchReach-v4", seed=0)
+    env = make("gym:PointMaze_UMaze-v3", seed=0)
     check_contract(env)
-    assert env.observation_space["vector"].shape == (16,)  # 3 + 3 + 10
+    assert env.observation_space["vector"].shape == (8,)  # achieved 2 + desired 2 + obs 4
 
 
 @needs_robotics
 def test_robotics_goal_env_named_keys():
-    env = make("gym:FetchReach-v4", seed=0, goal_keys=True)
+    env = make("gym:PointMaze_UMaze-v3", seed=0, goal_keys=True)
     assert sorted(env.observation_space.spaces) == [
         "achieved_goal", "desired_goal", "observation", "vector"]
     obs, _ = env.reset()

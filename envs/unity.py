@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import math
 import os
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import Executor, Future
 from pathlib import Path
 
 import gymnasium
@@ -58,13 +59,33 @@ EDITOR_PORT = 5004
 MAX_WAIT_STEPS = 10_000  # Unity steps to wait for the followed agent's next decision
 
 
+class DaemonExecutor(Executor):
+    """Runs each gRPC handler on a daemon thread. Unity's pending ``Exchange`` waits in its
+    handler for Python's next message; in a ThreadPoolExecutor that thread is joined at
+    interpreter exit BEFORE atexit closes the env, so an unclosed env would hang the exit."""
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future: Future = Future()
+
+        def run() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as err:  # handed to the caller through the future
+                future.set_exception(err)
+
+        threading.Thread(target=run, daemon=True).start()
+        return future
+
+
 class LoopbackCommunicator(RpcCommunicator):
     """``RpcCommunicator`` whose gRPC server listens on 127.0.0.1 only; port 0 = a free one."""
 
     def create_server(self) -> None:
         if self.port:
             self.check_port(self.port)
-        self.server = grpc.server(thread_pool=ThreadPoolExecutor(max_workers=10))
+        self.server = grpc.server(thread_pool=DaemonExecutor())
         self.unity_to_external = UnityToExternalServicerImplementation()
         add_UnityToExternalProtoServicer_to_server(self.unity_to_external, self.server)
         bound = self.server.add_insecure_port(f"127.0.0.1:{self.port}")

@@ -134,8 +134,9 @@ def test_missing_dependency_names_the_extra(monkeypatch):
 
 
 def test_training_updates_on_the_batched_env(tmp_path):
-    res = train(tmp_path, "brax:fast", ("env.num_envs=2", "env.time_limit=50"))
-    assert res.result["env_steps"] == 300  # both envs counted: 150 batched steps
+    res = train(tmp_path, "brax:fast", ("env.num_envs=2", "env.time_limit=50"), steps=200)
+    assert res.result["env_steps"] == 200  # both envs counted: 100 batched steps
+    assert res.metrics["train_length"]["values"] == [50, 50, 50, 50]
 
 
 @pytest.mark.slow

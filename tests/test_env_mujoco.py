@@ -154,5 +154,10 @@ def test_gymnasium_mujoco_ids_work_through_gym():
     assert check_contract(pixels, "pixels", 32)["image"].std() > 0
 
 
-def test_training_updates(tmp_path):
-    train(tmp_path, CRAWLER, ("env.time_limit=100",))
+def test_training_with_two_env_processes_counts_every_env(tmp_path):
+    """num_envs=2 on a backend without a native vector env: gymnasium's AsyncVectorEnv."""
+    res = train(tmp_path, CRAWLER, ("env.num_envs=2", "env.time_limit=50"), steps=200)
+    m = res.metrics
+    assert res.result["env_steps"] == 200  # 2 envs x 2 episodes x 50 steps
+    assert m["train_length"]["values"] == [50, 50, 50, 50]  # each env's episodes apart
+    assert m["policy_steps"]["values"][-1] >= 200

@@ -184,7 +184,11 @@ def run(recipe: str | None = None, env: str | None = None, *, steps: int | None 
         trainer.before_save = _run._emit_heartbeat  # flush metrics before each checkpoint
         if resume is not None:
             trainer.restore()
-        out.update(trainer.run())
+        try:
+            out.update(trainer.run())
+        finally:
+            if hasattr(trainer, "close"):
+                trainer.close()  # env processes, simulators, sockets
         return out
 
     ex.run(options={"--id": run_id})

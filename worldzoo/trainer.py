@@ -81,6 +81,11 @@ class Trainer:
         self.ckpt_root = self.run_dir / "checkpoints"
         self.before_save: Callable[[], None] | None = None  # e.g. flush logged metrics
 
+    def close(self) -> None:
+        """Close the training and evaluation envs."""
+        self.envs.close()
+        self.eval_envs.close()
+
     # -- persistence ------------------------------------------------------------------------
     def state(self) -> dict:
         ep_idx = [int(i) for i in self.envs.get_attr("episode_index")]

@@ -7,8 +7,8 @@ batch. :func:`make` (one env, for evaluation and the gymnasium vector envs) jits
 step. Observations are flat vectors (``obs='vector'``); Brax's renderer is not wired up.
 ``step`` returns numpy (writable copies of a few KB: the gymnasium API, and what replay
 stores); ``BraxVectorEnv.torch_obs()`` hands the same observations to torch through DLPack
-without a copy (on a GPU they stay on the device). Compile time (seconds per function on a CPU) is paid once,
-at the first reset and step.
+without a copy (on a GPU they stay on the device). Compile time (seconds per function on a
+CPU) is paid once, at the first reset and step.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 Launched by ``mlagents_envs.UnityEnvironment`` through a wrapper script (as a built player is,
 with ``--mlagents-port N`` and, without graphics, ``-nographics -batchmode``), or by a test as
-the Editor. It connects to 127.0.0.1, calls ``Exchange`` in a loop
-(initialisation is the first) with every call bounded by ``--timeout``, and exits when Python sends the shutdown status.
+the Editor. It connects to 127.0.0.1, calls ``Exchange`` in a loop (initialisation is the
+first) with every call bounded by ``--timeout``, and exits when Python sends the shutdown
+status.
 
 The scene: behaviour ``Ball?team=0`` with two agents (ids 0 and 1). Each has a position that
 the action moves (continuous: +a; discrete branches (3, 2): +0.5 * (b0 - 1)); vector

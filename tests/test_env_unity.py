@@ -26,8 +26,8 @@ LOOPBACK = {"0100007F", "0000000000000000FFFF00000100007F"}
 def player(tmp_path, *args: str) -> str:
     """A launcher file like a built Unity player (``Name.x86_64``) running the test player."""
     path = tmp_path / f"Player{abs(hash(args)) % 10**6}.x86_64"
-    path.write_text(f"#!/bin/sh\nexec {sys.executable} {PLAYER} {' '.join(args)} "
-                    '--timeout 60 "$@"\n')
+    path.write_text(f"#!/bin/sh\nGRPC_VERBOSITY=ERROR exec {sys.executable} {PLAYER} "
+                    f"{' '.join(args)} --timeout 60 \"$@\"\n")
     path.chmod(0o755)
     return f"unity:{path}"
 

@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     import gymnasium
 
 __all__ = [
-    "BACKENDS", "Backend", "EnvError", "OPTIONS", "backend_status", "make", "parse_id",
+    "BACKENDS", "Backend", "EnvError", "OPTIONS", "backend_status", "make", "make_vector",
+    "parse_id",
 ]
 
 
@@ -39,16 +40,16 @@ class Backend:
 
 
 BACKENDS: dict[str, Backend] = {
-    "gym": Backend("worldzoo.envs.gym", None, "any registered gymnasium id, e.g. gym:Pendulum-v1",
-                   ("gymnasium",)),
+    "gym": Backend("worldzoo.envs.gym", None, "any registered gymnasium id, e.g. gym:Pendulum-v1 "
+                   "(MuJoCo ids: [mujoco], Gymnasium-Robotics: [robotics])", ("gymnasium",)),
     "dmc": Backend("worldzoo.envs.dmc", "dmc", "DeepMind Control Suite domain-task, "
                    "e.g. dmc:walker-walk", ("dm_control", "mujoco")),
-    "mujoco": Backend("worldzoo.envs.mujoco", "mujoco", "MuJoCo XML model, "
-                      "e.g. mujoco:path/to/model.xml (not implemented yet)", ("mujoco",)),
-    "brax": Backend("worldzoo.envs.brax", "brax", "Brax environment, e.g. brax:ant "
-                    "(not implemented yet)", ("brax", "jax")),
-    "unity": Backend("worldzoo.envs.unity", "unity", "Unity ML-Agents build, "
-                     "e.g. unity:path/to/build (not implemented yet)", ("mlagents_envs",)),
+    "mujoco": Backend("worldzoo.envs.mujoco", "mujoco", "MuJoCo MJCF/MJB model, "
+                      "e.g. mujoco:path/to/model.xml or mujoco:crawler", ("mujoco",)),
+    "brax": Backend("worldzoo.envs.brax", "brax", "Brax environment on JAX (batched step), "
+                    "e.g. brax:ant", ("brax", "jax")),
+    "unity": Backend("worldzoo.envs.unity", "unity", "Unity ML-Agents player or Editor, "
+                     "e.g. unity:path/to/Build.x86_64, unity:editor", ("mlagents_envs",)),
 }
 
 
@@ -63,9 +64,33 @@ OPTIONS: dict[str, tuple[Any, str]] = {
     "action_repeat": (lambda v: _is_int(v) and v >= 1, "a positive int"),
     "time_limit": (lambda v: v is None or (_is_int(v) and v >= 1),
                    "None or a positive int (env steps, counting action repeat)"),
-    "camera": (lambda v: v is None or (_is_int(v) and v >= 0), "None or a camera index >= 0"),
+    "camera": (lambda v: v is None or (_is_int(v) and v >= 0) or (isinstance(v, str) and v),
+               "None, a camera index >= 0 or a camera name"),
     "shadows": (lambda v: isinstance(v, bool), "True or False"),
+    # mujoco
+    "frame_skip": (lambda v: _is_int(v) and v >= 1, "a positive int (physics steps per step)"),
+    "reward": (lambda v: v is None or _is_ref(v), "None or 'module:function'"),
+    "terminate": (lambda v: v is None or _is_ref(v), "None or 'module:function'"),
+    "reset": (lambda v: v is None or _is_ref(v), "None or 'module:function'"),
+    # brax
+    "backend": (lambda v: v in ("generalized", "positional", "spring", "mjx"),
+                "one of 'generalized', 'positional', 'spring', 'mjx'"),
+    # unity
+    "behavior": (lambda v: v is None or (isinstance(v, str) and v), "None or a behavior name"),
+    "time_scale": (lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool) and v > 0,
+                   "a positive number (Unity simulation speed-up)"),
+    "no_graphics": (lambda v: isinstance(v, bool), "True or False"),
+    "port": (lambda v: v is None or (_is_int(v) and 0 <= v < 65536),
+             "None (a free port; 5004 for the Editor) or a TCP port"),
+    "timeout": (lambda v: _is_int(v) and v >= 1, "a positive int (seconds)"),
+    # gym (Gymnasium-Robotics)
+    "goal_keys": (lambda v: isinstance(v, bool),
+                  "True (keep dict observations as named keys) or False (flatten into vector)"),
 }
+
+
+def _is_ref(value: Any) -> bool:
+    return isinstance(value, str) and value.count(":") == 1 and all(value.split(":"))
 
 
 def _installed(backend: Backend) -> bool:
@@ -142,13 +167,40 @@ def make(env_id: str, seed: int | None = None, **opts: Any) -> gymnasium.Env:
     """Build a fresh env for ``suite:task`` with action repeat, time limit and seeding.
 
     ``seed`` is the base seed of :class:`SeedPerEpisode` (None: drawn once from OS entropy).
-    Options (validated; defaults per backend in its ``DEFAULTS``): obs, size, action_repeat,
-    time_limit (env steps), camera and shadows (dmc only).
+    Options (validated by ``OPTIONS``; each backend's ``DEFAULTS`` lists the ones it takes):
+    obs, size, action_repeat, time_limit (env steps) everywhere; camera and shadows (dmc);
+    camera, frame_skip, reward, terminate, reset (mujoco); backend (brax); behavior,
+    time_scale, no_graphics, port, timeout (unity); goal_keys (gym). See docs/environments.md.
     """
     from worldzoo.envs.wrappers import ActionRepeat, SeedPerEpisode
 
     suite, task = parse_id(env_id)
     module = _load(suite)
+    options = _options(suite, module, opts, seed)
+    repeat = options.pop("action_repeat")
+    env = module.make(task, **options)
+    env = ActionRepeat(env, repeat)  # also with repeat 1: it sets info['env_steps']
+    return SeedPerEpisode(env, seed)
+
+
+def make_vector(env_id: str, num_envs: int, seed: int | None = None,
+                **opts: Any) -> gymnasium.vector.VectorEnv | None:
+    """The backend's own vector env of ``num_envs`` envs (e.g. Brax's one batched, jitted
+    step), or None when the backend has none and gymnasium's vector envs over :func:`make`
+    are the way. A native vector env keeps the contract of :func:`make` per env (dict obs,
+    ``info['env_steps']``, next-step autoreset, per-episode seeds)."""
+    if not _is_int(num_envs) or num_envs < 1:
+        raise EnvError(f"num_envs must be a positive int, got {num_envs!r}")
+    suite, task = parse_id(env_id)
+    module = _load(suite)
+    options = _options(suite, module, opts, seed)
+    if not hasattr(module, "make_vector"):
+        return None
+    return module.make_vector(task, num_envs, seed, **options)
+
+
+def _options(suite: str, module, opts: dict, seed: Any) -> dict:
+    """The backend's defaults updated with ``opts``, every value checked."""
     known = module.DEFAULTS
     unknown = sorted(set(opts) - set(known))
     if unknown:
@@ -161,7 +213,4 @@ def make(env_id: str, seed: int | None = None, **opts: Any) -> gymnasium.Env:
             raise EnvError(f"env option {name}={value!r} is invalid; use {right}")
     if seed is not None and not _is_int(seed):
         raise EnvError(f"seed must be an int or None, got {seed!r}")
-    repeat = options.pop("action_repeat")
-    env = module.make(task, **options)
-    env = ActionRepeat(env, repeat)  # also with repeat 1: it sets info['env_steps']
-    return SeedPerEpisode(env, seed)
+    return options

@@ -45,7 +45,7 @@ def split_task(task: str) -> tuple[str, str]:
     raise EnvError(f"unknown dm_control task '{task}' (write domain-task){hint}")
 
 
-def make(task: str, obs: str, size: int, time_limit: int | None, camera: int | None,
+def make(task: str, obs: str, size: int, time_limit: int | None, camera: int | str | None,
          shadows: bool) -> gymnasium.Env:
     """The adapter with a time limit in env steps (dm_control's own limit is switched off)."""
     env = DMCEnv(task, obs=obs, size=size, camera=camera, shadows=shadows)
@@ -65,12 +65,18 @@ class DMCEnv(gymnasium.Env):
     render_mode = "rgb_array"
 
     def __init__(self, task: str, obs: str = "vector", size: int = 64,
-                 camera: int | None = None, shadows: bool = False):
+                 camera: int | str | None = None, shadows: bool = False):
         domain, name = split_task(task)
         self._env = suite.load(domain, name, task_kwargs={"time_limit": float("inf")})
         self._size = size
         self._camera_id = camera if camera is not None else (2 if domain == "quadruped" else 0)
         ncam = self._env.physics.model.ncam
+        if isinstance(self._camera_id, str):
+            names = [self._env.physics.model.id2name(i, "camera") for i in range(ncam)]
+            if self._camera_id not in names:
+                raise EnvError(f"camera={self._camera_id!r} is not a camera of dmc:{task}; "
+                               f"cameras: {', '.join(names)}")
+            self._camera_id = names.index(self._camera_id)
         if self._camera_id >= ncam:
             raise EnvError(f"camera={self._camera_id} is out of range for dmc:{task}; "
                            f"it has cameras 0..{ncam - 1}")

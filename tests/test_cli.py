@@ -23,7 +23,7 @@ from worldzoo.cli import main
     (["run", "dreamerv1"], "run needs RECIPE and --env"),
     (["run", "--resume", "/nonexistent/run"], "no such directory"),
     (["eval", "/nonexistent/run"], "no such run or checkpoint"),
-    (["run", "dreamerv1", "--env", "brax:ant"], "brax"),
+    (["run", "dreamerv1", "--env", "brax:antt"], "brax"),  # unknown env, or the extra
 ])
 def test_bad_input_gives_one_clear_line(argv, message, capsys, tmp_path):
     code = main([*argv, "--results", str(tmp_path)] if argv[0] == "run" else argv)

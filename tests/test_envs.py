@@ -2,6 +2,7 @@
 
 import importlib.util
 import warnings
+from functools import partial
 
 import gymnasium
 import numpy as np
@@ -94,7 +95,9 @@ def test_options_are_validated():
         make("gym:CartPole-v1", size=True)
 
 
-def test_not_implemented_backend_says_so():
+def test_not_implemented_backend_says_so(monkeypatch):
+    monkeypatch.setitem(envs.BACKENDS, "brax", envs.Backend(
+        "worldzoo.envs.no_such_adapter", "brax", "test", ("brax",)))
     with pytest.raises(EnvError, match=r"'brax' is not implemented yet.*worldzoo\[brax\]"):
         make("brax:ant")
 
@@ -111,7 +114,7 @@ def test_backend_status_lists_every_backend():
     rows = {row["name"]: row for row in envs.backend_status()}
     assert set(rows) == set(envs.BACKENDS) >= {"gym", "dmc", "mujoco", "brax", "unity"}
     assert rows["gym"]["installed"] and rows["gym"]["implemented"]
-    assert rows["brax"]["extra"] == "brax" and not rows["brax"]["implemented"]
+    assert rows["brax"]["extra"] == "brax" and rows["brax"]["implemented"]
 
 
 def test_unsupported_action_space_is_refused():
@@ -315,9 +318,9 @@ def test_sync_vector_env_autoresets_after_truncation():
 
 
 def test_async_vector_env_cartpole():
-    vec = gymnasium.vector.AsyncVectorEnv(
-        [lambda s=s: make("gym:CartPole-v1", seed=s) for s in (0, 1)],
-        autoreset_mode=gymnasium.vector.AutoresetMode.NEXT_STEP)
+    vec = gymnasium.vector.AsyncVectorEnv(  # spawn, as the driver: JAX may be loaded
+        [partial(make, "gym:CartPole-v1", seed=s) for s in (0, 1)],
+        autoreset_mode=gymnasium.vector.AutoresetMode.NEXT_STEP, context="spawn")
     obs, _ = vec.reset()
     assert obs["vector"].shape == (2, 4)
     for _ in range(30):

@@ -77,6 +77,19 @@ def _training_fault(i: int, streak: int, reason: str) -> str:
             "observations and rewards, or raise train.max_skipped_updates")
 
 
+def train_envs(env_id: str, opts: dict, seed: int, num_envs: int, wrap_env=None):
+    """The backend's native vector env (e.g. Brax's batched step) when it has one, else
+    gymnasium's (worker processes for N > 1); env i is seeded seed + i either way."""
+    from worldzoo.envs import make_vector
+
+    if wrap_env is None:
+        native = make_vector(env_id, num_envs, seed, **opts)
+        if native is not None:
+            return native
+    fns = [env_factory(env_id, opts, seed, i, wrap_env) for i in range(num_envs)]
+    return make_vector_env(fns, asynchronous=True)
+
+
 class Trainer:
     @staticmethod
     def check(cfg: dict, obs_space, act_space) -> None:
@@ -119,10 +132,10 @@ class Trainer:
         t = self.train
         if t.get("threads", 0) > 0:
             torch.set_num_threads(int(t["threads"]))
-        fns = [env_factory(env_id, opts, seed, i, wrap_env) for i in range(self.num_envs)]
         eval_fns = [env_factory(env_id, opts, seed + 10_000, 0)]
         max_faults = int(t.get("max_env_faults", 10))
-        self.driver = Driver(lambda: make_vector_env(fns, asynchronous=True), 0, False,
+        self.driver = Driver(lambda: train_envs(env_id, opts, seed, self.num_envs, wrap_env),
+                             0, False,
                              max_faults, on_fault=self._on_env_fault)
         self.eval_driver = Driver(lambda: make_vector_env(eval_fns, False), 0, False,
                                   max_faults, on_fault=self._on_env_fault)

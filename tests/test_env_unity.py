@@ -7,6 +7,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,9 @@ def test_continuous_visual_contract_and_clean_shutdown(tmp_path, events):
     env.close()
     assert process.wait(timeout=10) == 0 and events("close") == [{"event": "close",
                                                                    "status": 400}]
+    deadline = time.monotonic() + 10  # the server socket closes asynchronously
+    while listening_addresses(port) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert not listening_addresses(port)
 
 

@@ -9,9 +9,12 @@ are flattened into ``vector``; ``goal_keys=True`` also keeps each entry under it
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib.util
+import io
 import os
+import warnings
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless MuJoCo rendering (gym:Walker2d-v5 pixels)
 
@@ -34,7 +37,11 @@ def _register_robotics() -> None:
         return
     _robotics["tried"] = True
     if importlib.util.find_spec("gymnasium_robotics") is not None:
-        import gymnasium_robotics
+        # its import prints a notice about Adroit v1 rewards on every run: keep it quiet
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            import gymnasium_robotics
         gymnasium.register_envs(gymnasium_robotics)
 
 

@@ -238,3 +238,13 @@ def test_bad_controller_setting_fails_clearly(tmp_path, capsys):
                  "--set", "controller.train_in=sky", "--results", str(tmp_path)])
     assert code == 2
     assert "train_in" in capsys.readouterr().err
+
+
+def test_part_that_does_not_fit_the_env_fails_before_anything_is_written(tmp_path, capsys):
+    from worldzoo.cli import main
+
+    code = main(["run", "worldmodels", "--env", "gym:CartPole-v1", "--preset", "debug",
+                 "--set", "vae=conv", "--results", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("worldzoo: error: ") and "vae=conv" in err, err
+    assert not (tmp_path / "runs").exists()

@@ -39,6 +39,13 @@ def job_seed(seed: int, kind: int, index: int) -> int:
 
 
 class WorldModelsTrainer:
+    @staticmethod
+    def check(cfg: dict, obs_space, act_space) -> None:
+        """Assemble V, M and C on the meta device before anything is written, so a part that
+        does not fit the env (e.g. vae=mlp on pixels) fails with its message first."""
+        with torch.device("meta"):
+            WorldModels(cfg, obs_space, act_space)
+
     def __init__(self, cfg: dict, env_id: str, seed: int, device: str, run_dir: Path,
                  log: Logger, steps: int | None = None, quiet: bool = False) -> None:
         self.cfg, self.train = cfg, cfg["train"]

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 
-
 def _user_errors() -> tuple[type[BaseException], ...]:
     from worldzoo.checkpoint import CheckpointError
     from worldzoo.config import ConfigError

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from worldzoo.behavior import frozen
 from worldzoo.components.action_dist import OneHot, TruncNormal
 from worldzoo.components.critic_target import SlowRegTarget, SlowTarget
 from worldzoo.components.heads import TwoHotHead
@@ -432,6 +433,6 @@ def test_dynamics_actor_differentiates_imagination_reinforce_does_not():
         batch = _fake_batch(agent)
         _, post, _ = agent.wm.loss(batch)
         start = {k: v.detach().reshape(-1, *v.shape[2:]) for k, v in post.items()}
-        with torch.set_grad_enabled(agent.ac.actor.backprop):
-            feat, _ = agent.ac.imagine(agent.wm, start)
+        with frozen(agent.wm):
+            feat = agent.ac.imagine(agent.wm, start)["feat"]
         assert feat.requires_grad == graph

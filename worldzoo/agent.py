@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
 import gymnasium as gym
 import numpy as np
 import torch
@@ -10,6 +14,10 @@ from torch import nn
 from worldzoo.behavior import ActorCritic
 from worldzoo.config import ConfigError
 from worldzoo.world_model import OBS_KEYS, WorldModel, assemble
+
+
+def _no_phase(name: str) -> AbstractContextManager:
+    return contextlib.nullcontext()
 
 
 def space_shapes(obs_space: gym.spaces.Dict) -> dict[str, tuple[int, ...]]:
@@ -55,16 +63,27 @@ class Agent(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """One update of world model, actor and critic on a batch of sequences [B, T]."""
+    def train_step(self, batch: dict[str, torch.Tensor],
+                   phase: Callable[[str], AbstractContextManager] | None = None) -> dict:
+        """One update of world model, actor and critic on a batch of sequences [B, T].
+        `phase(name)`, if given, wraps each part (world_model, imagination, actor, critic):
+        the speed benchmark times them with it."""
+        phase = phase or _no_phase
         self.train()
-        wm_loss, post, metrics = self.wm.loss(batch)
-        metrics.update(self.optim.step("model", wm_loss))
-        actor_loss, critic_loss, ac_metrics = self.ac.loss(self.wm, post, batch["is_terminal"])
-        metrics.update(ac_metrics)
-        metrics.update(self.optim.step("actor", actor_loss))
-        metrics.update(self.optim.step("critic", critic_loss))
-        self.ac.critic_target.update()
+        with phase("world_model"):
+            wm_loss, post, metrics = self.wm.loss(batch)
+            metrics.update(self.optim.step("model", wm_loss))
+        with phase("imagination"):
+            traj = self.ac.rollout(self.wm, post, batch["is_terminal"])
+        with phase("actor"):
+            actor_loss, actor_metrics = self.ac.actor_loss(traj)
+            metrics.update(actor_metrics)
+            metrics.update(self.optim.step("actor", actor_loss))
+        with phase("critic"):
+            critic_loss, critic_metrics = self.ac.critic_loss(traj)
+            metrics.update(critic_metrics)
+            metrics.update(self.optim.step("critic", critic_loss))
+            self.ac.critic_target.update()
         metrics["loss_model"] = wm_loss.detach()
         return metrics
 

@@ -27,6 +27,15 @@ def symexp(x: torch.Tensor) -> torch.Tensor:
     return torch.sign(x) * torch.expm1(x.abs())
 
 
+def sample_onehot(probs: torch.Tensor) -> torch.Tensor:
+    """One-hot samples of categoricals with probabilities `probs` [..., K] by inverse CDF: one
+    uniform per categorical (torch.multinomial draws K exponentials per row, ~30x the work)."""
+    cdf = probs.cumsum(-1)
+    u = torch.rand_like(cdf[..., :1]) * cdf[..., -1:]
+    idx = (cdf <= u).sum(-1, keepdim=True).clamp_max(probs.shape[-1] - 1)
+    return torch.zeros_like(probs).scatter_(-1, idx, 1.0)
+
+
 class NormalDist:
     """Unit-variance Gaussian (DreamerV1 heads): loss is the exact negative log-likelihood."""
 
@@ -82,20 +91,26 @@ def symlog_bins(num: int = 255, low: float = -20.0, high: float = 20.0) -> torch
     return torch.linspace(low, high, num)
 
 
-def twohot(x: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
-    """Two-hot encoding of `x` (already in bin space) over sorted `bins`: weight on the two
-    nearest bins, each proportional to the closeness to the other; values outside the range
-    put all weight on the edge bin. Shape = x.shape + (len(bins),)."""
+def _twohot_parts(x: torch.Tensor, bins: torch.Tensor):
+    """Indices of the two nearest bins of `x` and their weights (see `twohot`)."""
     n = len(bins)
-    below = (bins <= x.unsqueeze(-1)).sum(-1) - 1
-    above = n - (bins > x.unsqueeze(-1)).sum(-1)
-    below, above = below.clamp(0, n - 1), above.clamp(0, n - 1)
+    count = torch.searchsorted(bins, x.contiguous(), right=True)  # bins <= x
+    below, above = (count - 1).clamp(0, n - 1), count.clamp(0, n - 1)
     equal = below == above
     to_below = torch.where(equal, 1.0, (bins[below] - x).abs())
     to_above = torch.where(equal, 1.0, (bins[above] - x).abs())
     total = to_below + to_above
-    return (F.one_hot(below, n) * (to_above / total).unsqueeze(-1)
-            + F.one_hot(above, n) * (to_below / total).unsqueeze(-1))
+    return below, above, to_above / total, to_below / total
+
+
+def twohot(x: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """Two-hot encoding of `x` (already in bin space) over sorted `bins`: weight on the two
+    nearest bins, each proportional to the closeness to the other; values outside the range
+    put all weight on the edge bin. Shape = x.shape + (len(bins),)."""
+    below, above, w_below, w_above = _twohot_parts(x, bins)
+    enc = torch.zeros(*x.shape, len(bins), dtype=w_below.dtype, device=x.device)
+    enc.scatter_add_(-1, below.unsqueeze(-1), w_below.unsqueeze(-1))
+    return enc.scatter_add_(-1, above.unsqueeze(-1), w_above.unsqueeze(-1))
 
 
 class TwoHotDist:
@@ -118,5 +133,9 @@ class TwoHotDist:
         return symexp(upper + lower + probs[..., m] * self.bins[m])
 
     def loss(self, target: torch.Tensor) -> torch.Tensor:
-        enc = twohot(symlog(target.detach().float()), self.bins)
-        return -(enc * torch.log_softmax(self.logits, -1)).sum(-1)
+        below, above, w_below, w_above = _twohot_parts(symlog(target.detach().float()),
+                                                       self.bins)
+        logp = torch.log_softmax(self.logits, -1)
+        # the cross-entropy with the two-hot target touches only its two bins
+        return -(w_below * logp.gather(-1, below.unsqueeze(-1)).squeeze(-1)
+                 + w_above * logp.gather(-1, above.unsqueeze(-1)).squeeze(-1))

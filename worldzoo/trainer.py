@@ -31,6 +31,7 @@ from worldzoo.faults import (
     UpdateGuard,
 )
 from worldzoo.interrupts import Interrupts
+from worldzoo.perf import tune_allocator
 from worldzoo.replay import STORAGES, human_bytes, make_replay, step_bytes
 
 Logger = Callable[[str, float, int], None]
@@ -132,6 +133,7 @@ class Trainer:
         t = self.train
         if t.get("threads", 0) > 0:
             torch.set_num_threads(int(t["threads"]))
+        tune_allocator()
         eval_fns = [env_factory(env_id, opts, seed + 10_000, 0)]
         max_faults = int(t.get("max_env_faults", 10))
         self.driver = Driver(lambda: train_envs(env_id, opts, seed, self.num_envs, wrap_env),

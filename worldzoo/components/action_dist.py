@@ -10,6 +10,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from worldzoo.dists import sample_onehot
+
 _LOG2 = math.log(2.0)
 
 
@@ -123,9 +125,8 @@ class OneHot:
         self.logp = torch.log(probs)
 
     def sample(self) -> torch.Tensor:
-        idx = torch.multinomial(self.probs.reshape(-1, self.probs.shape[-1]), 1)
-        onehot = F.one_hot(idx.reshape(self.probs.shape[:-1]), self.probs.shape[-1])
-        return onehot.to(self.probs.dtype) + self.probs - self.probs.detach()
+        probs = self.probs
+        return sample_onehot(probs.detach()) + probs - probs.detach()
 
     def log_prob(self, action: torch.Tensor) -> torch.Tensor:
         return (action.detach() * self.logp).sum(-1)

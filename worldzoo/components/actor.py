@@ -38,7 +38,10 @@ class Actor(nn.Module):
         return self.rho < 1.0
 
     def forward(self, feat: torch.Tensor):
-        raw = self.net(feat)
+        return self.dist(self.net(feat))
+
+    def dist(self, raw: torch.Tensor):
+        """The action distribution from the net's raw outputs."""
         if self.discrete:
             return OneHot(raw, self.unimix)
         if self.dist_name == "tanh_normal":
@@ -58,15 +61,16 @@ class Actor(nn.Module):
         return (action + self.expl_noise * torch.randn_like(action)).clamp(-1, 1)
 
     def loss(self, feat: torch.Tensor, action: torch.Tensor, ret: torch.Tensor,
-             base: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor):
+             base: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, dist=None):
         """Actor loss over imagined steps t = 0..H-1. ret: lambda-returns (with gradient through
-        the dynamics when `backprop`), base: critic values, scale: return normaliser."""
+        the dynamics when `backprop`), base: critic values, scale: return normaliser; `dist`:
+        the policy on stop-gradient `feat` if imagination already computed it."""
         losses, metrics = {}, {}
         objective = torch.zeros_like(ret)
         if self.rho < 1:
             objective = objective + (1 - self.rho) * ret / scale
         if self.rho > 0 or self.ent_scale > 0:  # the pure dynamics loss needs no log-probs
-            dist = self(feat.detach())
+            dist = dist if dist is not None else self(feat.detach())
             if self.rho > 0:
                 adv = ((ret - base) / scale).detach()
                 objective = objective + self.rho * dist.log_prob(action.detach()) * adv

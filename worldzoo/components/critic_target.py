@@ -24,9 +24,10 @@ class NoTarget(nn.Module):
         self.scales: dict[str, float] = {}
         self._critic = [critic]  # not a submodule: no second copy in the state dict
 
-    def value(self, feat: torch.Tensor) -> torch.Tensor:
-        """Values used to bootstrap the lambda-returns."""
-        return self._critic[0](feat).mean
+    def value(self, feat: torch.Tensor, fast=None) -> torch.Tensor:
+        """Values used to bootstrap the lambda-returns; `fast`: the critic's output on `feat`
+        if already computed."""
+        return (fast if fast is not None else self._critic[0](feat)).mean
 
     def loss(self, feat: torch.Tensor, dist) -> tuple[dict, dict]:
         return {}, {}
@@ -57,7 +58,7 @@ class SlowTarget(_SlowCopy):
     def __init__(self, critic: nn.Module, rate: float = 1.0, every: int = 100) -> None:
         super().__init__(critic, rate, every)
 
-    def value(self, feat: torch.Tensor) -> torch.Tensor:
+    def value(self, feat: torch.Tensor, fast=None) -> torch.Tensor:
         return self.slow(feat).mean
 
 

@@ -15,13 +15,17 @@ define_slot("critic", "critic/value head: unit normal (V1), mse, twohot over sym
 
 
 class Head(nn.Module):
-    """MLP from features to the raw outputs of a distribution."""
+    """MLP from features to the raw outputs of a distribution: `head(feat)` is
+    `head.dist(head.net(feat))`, so raw outputs computed once can be reused."""
 
     def __init__(self, inp: int, out: int, layers: int, units: int, act: str, norm: str,
                  out_init: str, scale: float) -> None:
         super().__init__()
         self.scale = scale
         self.net = MLP(inp, out, layers, units, act, norm, out_init)
+
+    def forward(self, feat: torch.Tensor):
+        return self.dist(self.net(feat))
 
 
 @register("reward", "normal")
@@ -33,8 +37,8 @@ class NormalHead(Head):
                  norm: str = "none", out_init: str = "default", scale: float = 1.0) -> None:
         super().__init__(inp, 1, layers, units, act, norm, out_init, scale)
 
-    def forward(self, feat: torch.Tensor) -> NormalDist:
-        return NormalDist(self.net(feat).squeeze(-1))
+    def dist(self, raw: torch.Tensor) -> NormalDist:
+        return NormalDist(raw.squeeze(-1))
 
 
 @register("reward", "mse")
@@ -48,8 +52,8 @@ class MSEHead(Head):
         super().__init__(inp, 1, layers, units, act, norm, out_init, scale)
         self.transform = "symlog" if symlog else "none"
 
-    def forward(self, feat: torch.Tensor) -> MSEDist:
-        return MSEDist(self.net(feat).squeeze(-1), transform=self.transform)
+    def dist(self, raw: torch.Tensor) -> MSEDist:
+        return MSEDist(raw.squeeze(-1), transform=self.transform)
 
 
 @register("reward", "twohot")
@@ -64,5 +68,5 @@ class TwoHotHead(Head):
         super().__init__(inp, bins, layers, units, act, norm, out_init, scale)
         self.register_buffer("bins", symlog_bins(bins, low, high), persistent=False)
 
-    def forward(self, feat: torch.Tensor) -> TwoHotDist:
-        return TwoHotDist(self.net(feat), self.bins)
+    def dist(self, raw: torch.Tensor) -> TwoHotDist:
+        return TwoHotDist(raw, self.bins)

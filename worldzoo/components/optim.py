@@ -63,14 +63,15 @@ class AdamOptim(GroupOptim):
         lrs = {"model": model_lr, "actor": actor_lr, "critic": critic_lr}
         self.clips = {k: model_clip if k == "model" else clip for k in groups}
         self.wd = weight_decay
-        self.opts = {k: torch.optim.Adam(self.params[k], lr=lrs[k],
+        # foreach: one kernel per op over all tensors of a group (torch's default only on GPU)
+        self.opts = {k: torch.optim.Adam(self.params[k], lr=lrs[k], foreach=True,
                                          eps=model_eps if k == "model" else eps)
                      for k in groups}
 
     def _clip(self, name: str) -> torch.Tensor:
         limit = self.clips[name]
         norm = torch.nn.utils.clip_grad_norm_(self.params[name],
-                                              limit if limit > 0 else float("inf"))
+                                              limit if limit > 0 else float("inf"), foreach=True)
         if self.wd > 0:
             with torch.no_grad():
                 torch._foreach_mul_(self.params[name], 1.0 - self.wd)

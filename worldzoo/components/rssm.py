@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from worldzoo.dists import sample_onehot
 from worldzoo.nets import MLP, linear_block
 from worldzoo.registry import define_slot, register
 
@@ -78,6 +79,11 @@ class RSSM(nn.Module):
         """KL(lhs || rhs) summed over the latent, shape = batch shape."""
         raise NotImplementedError
 
+    def _latent(self, raw: torch.Tensor) -> tuple[State, torch.Tensor]:
+        """(statistics, sample) from a net's raw output; subclasses may share work."""
+        stats = self._stats(raw)
+        return stats, self._sample(stats)
+
     # -- shared ----------------------------------------------------------------------
     def initial(self, batch: int, device: torch.device | str = "cpu") -> State:
         """The state every episode starts from: zeros, or (initial=learned) tanh(w) with the
@@ -111,16 +117,19 @@ class RSSM(nn.Module):
         return mix, action * (1.0 - first).unsqueeze(-1)
 
     def img_step(self, state: State, action: torch.Tensor) -> State:
-        """One step of the prior: imagine the next state from a state and an action."""
-        return self._prior(self._core(state["deter"], state["stoch"], action))
+        """One step of the prior: imagine the next state (`deter`, `stoch`; imagination needs
+        no statistics) from a state and an action."""
+        deter = self._core(state["deter"], state["stoch"], action)
+        _, stoch = self._latent(self.prior_net(deter))
+        return {"deter": deter, "stoch": stoch}
 
     def obs_step(self, state: State, action: torch.Tensor, embed: torch.Tensor,
                  is_first: torch.Tensor) -> State:
         """One posterior step (acting): previous state + action + new observation."""
         state, action = self._reset(state, action, is_first)
         deter = self._core(state["deter"], state["stoch"], action)
-        stats = self._stats(self.post_net(torch.cat([deter, embed], -1)))
-        return {"deter": deter, "stoch": self._sample(stats), **stats}
+        stats, stoch = self._latent(self.post_net(torch.cat([deter, embed], -1)))
+        return {"deter": deter, "stoch": stoch, **stats}
 
     def observe(self, embed: torch.Tensor, action: torch.Tensor, is_first: torch.Tensor,
                 state: State | None = None) -> tuple[State, State]:
@@ -138,8 +147,7 @@ class RSSM(nn.Module):
                                  _where(first, init["stoch"], stoch),
                                  action[:, t] * (1.0 - first).unsqueeze(-1))
             deter = self._core(deter, stoch, act)
-            stats = self._stats(self.post_net(torch.cat([deter, embed[:, t]], -1)))
-            stoch = self._sample(stats)
+            stats, stoch = self._latent(self.post_net(torch.cat([deter, embed[:, t]], -1)))
             deters.append(deter)
             posts.append({"stoch": stoch, **stats})
         deter_seq = torch.stack(deters, 1)
@@ -193,21 +201,30 @@ class CategoricalRSSM(RSSM):
         super().__init__(embed, action, stoch * classes, stoch * classes, deter, hidden, act,
                          norm, cell, initial)
 
-    def _stats(self, raw: torch.Tensor) -> State:
+    def _probs(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, probs) [..., stoch, classes], with unimix applied to both."""
         logits = raw.reshape(*raw.shape[:-1], self.stoch, self.classes)
+        probs = torch.softmax(logits, -1)
         if self.unimix > 0:
-            probs = torch.softmax(logits, -1)
             probs = (1 - self.unimix) * probs + self.unimix / self.classes
             logits = torch.log(probs)
-        return {"logits": logits}
+        return logits, probs
+
+    def _stats(self, raw: torch.Tensor) -> State:
+        return {"logits": self._probs(raw)[0]}
+
+    def _onehot(self, probs: torch.Tensor) -> torch.Tensor:
+        sample = sample_onehot(probs.detach())
+        if probs.requires_grad:
+            sample = sample + probs - probs.detach()  # straight-through
+        return sample.reshape(*sample.shape[:-2], self.stoch_dim)
 
     def _sample(self, stats: State) -> torch.Tensor:
-        logits = stats["logits"]
-        probs = torch.softmax(logits, -1)
-        idx = torch.multinomial(probs.reshape(-1, self.classes), 1).reshape(probs.shape[:-1])
-        onehot = F.one_hot(idx, self.classes).to(probs.dtype)
-        sample = onehot + probs - probs.detach()  # straight-through
-        return sample.reshape(*sample.shape[:-2], self.stoch_dim)
+        return self._onehot(torch.softmax(stats["logits"], -1))
+
+    def _latent(self, raw: torch.Tensor) -> tuple[State, torch.Tensor]:
+        logits, probs = self._probs(raw)
+        return {"logits": logits}, self._onehot(probs)
 
     def _mode(self, stats: State) -> torch.Tensor:
         probs = torch.softmax(stats["logits"], -1)

@@ -1,32 +1,74 @@
-"""Speed benchmark: seconds per update (world model + actor + critic), updates/s, policy and env
-steps/s of acting, for recipes x presets on one env; prints a Markdown table.
+"""Speed benchmark of the Dreamer learner step. For each recipe x preset x observation kind it
+reports seconds per update (median) split into world model / imagination / actor / critic, FLOPs
+per update (torch.utils.flop_counter) and the achieved GFLOP/s against this machine's matmul
+peak (measured here with a large fp32 matmul), peak memory, acting speed, and env steps/s of the
+whole training loop at the recipe's train ratio. Every configuration runs in a fresh process, so
+peak memory is its own. Prints (and with --out writes) a Markdown table with the machine.
 
-    python benchmarks/speed.py --recipes dreamerv1 --presets small paper \
-        --env dmc:cartpole-balance --updates 10 [--set KEY=VALUE ...] [--out results/speed.md]
+    python benchmarks/speed.py --recipes dreamerv3 --presets xs s --obs vector \
+        --env dmc:cartpole-balance --updates 30 --out results/speed/dreamerv3_cpu.md
+
+Data: random-action episodes of the real env in the replay, then steady-state updates on
+batches sampled from it (batch and length from the preset); warm-up updates are not timed.
+Nothing is compiled (torch.compile is not used by worldzoo), so compile time is zero.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import multiprocessing as mp
+import os
 import platform
+import resource
 import statistics
 import time
+from collections import defaultdict
 
 import numpy as np
 import torch
 
-from worldzoo.agent import Agent
-from worldzoo.config import apply_sets, get_recipe
-from worldzoo.driver import Driver, make_vector_env
-from worldzoo.replay import Replay
-from worldzoo.trainer import env_factory
+PHASES = ("world_model", "imagination", "actor", "critic")
 
 
-def measure(recipe: str, preset: str | None, env_id: str, sets: list[str], updates: int,
-            act_steps: int, device: str, seed: int = 0) -> dict:
-    """Time `updates` train steps after warm-up and `act_steps` policy steps in the env."""
+def matmul_peak(device: str, n: int = 2048, seconds: float = 1.5) -> float:
+    """Sustained fp32 GFLOP/s of an n x n matmul: the median over `seconds` of back-to-back
+    runs after one warm-up. Measured right before and after the timed updates in the same
+    process, because this shared machine's rate drifts (200-280 GFLOP/s on 2 threads)."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b
+    rates, end = [], time.perf_counter() + seconds
+    while time.perf_counter() < end or len(rates) < 3:
+        _sync(device)
+        t0 = time.perf_counter()
+        a @ b
+        _sync(device)
+        rates.append(2 * n**3 / (time.perf_counter() - t0) / 1e9)
+    return statistics.median(rates)
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def measure(recipe: str, preset: str | None, obs: str, env_id: str, sets: list[str],
+            updates: int, max_seconds: float, act_steps: int, device: str,
+            seed: int = 0) -> dict:
+    """Time up to `updates` train steps (at least 3, at most ~max_seconds) after 2 warm-up
+    updates, count one update's FLOPs, and time `act_steps` policy steps in the env."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from worldzoo.agent import Agent
+    from worldzoo.config import apply_sets, get_recipe
+    from worldzoo.driver import Driver, make_vector_env
+    from worldzoo.perf import tune_allocator
+    from worldzoo.replay import Replay
+    from worldzoo.trainer import env_factory
+
+    tune_allocator()
     torch.manual_seed(seed)
-    cfg = apply_sets(get_recipe(recipe, preset), sets)
+    cfg = apply_sets(get_recipe(recipe, preset), [f"env.obs={obs}", *sets])
     t = cfg["train"]
     opts = {k: v for k, v in cfg["env"].items() if k != "num_envs"}
     envs = make_vector_env([env_factory(env_id, opts, seed, 0)], False)
@@ -35,8 +77,7 @@ def measure(recipe: str, preset: str | None, env_id: str, sets: list[str], updat
     replay = Replay(100_000, 1, seed)
     rng = np.random.default_rng(seed)
     step = driver.reset()
-    fill = t["batch_length"] * 4
-    for _ in range(fill):  # random data to learn from
+    for _ in range(t["batch_length"] * 4):  # random data to learn from
         replay.add(step)
         env_act, agent_act = driver.random_actions(rng)
         if driver.all_last():
@@ -53,73 +94,136 @@ def measure(recipe: str, preset: str | None, env_id: str, sets: list[str], updat
         step, _ = driver.step(env_act, action.cpu().numpy())
         env_steps += driver.last_env_steps
     act_time = time.perf_counter() - t0
-    # update speed
-    times = []
-    for i in range(updates + 2):
-        batch = replay.sample(t["batch_size"], t["batch_length"], device)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        agent.train_step(batch)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        if i >= 2:  # skip warm-up
-            times.append(time.perf_counter() - t0)
     envs.close()
-    sec = statistics.median(times)
+
+    def batch():
+        return replay.sample(t["batch_size"], t["batch_length"], device)
+
+    for _ in range(2):  # warm-up
+        agent.train_step(batch())
+    with FlopCounterMode(display=False) as counter:
+        agent.train_step(batch())
+    flops = counter.get_total_flops()
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    phases: dict[str, list[float]] = defaultdict(list)
+
+    @contextlib.contextmanager
+    def phase(name: str):
+        _sync(device)
+        start = time.perf_counter()
+        yield
+        _sync(device)
+        phases[name].append(time.perf_counter() - start)
+
+    peak_before = matmul_peak(device)
+    totals, begin = [], time.perf_counter()
+    while len(totals) < updates and (len(totals) < 3 or time.perf_counter() - begin < max_seconds):
+        b = batch()
+        _sync(device)
+        start = time.perf_counter()
+        agent.train_step(b, phase)
+        _sync(device)
+        totals.append(time.perf_counter() - start)
+    sec = statistics.median(totals)
+    peak = (peak_before + matmul_peak(device)) / 2
+    if device.startswith("cuda"):
+        peak_mb = torch.cuda.max_memory_allocated() / 2**20
+    else:  # the process's peak resident memory (Linux reports KiB)
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     seq = t["batch_size"] * t["batch_length"]
     policy_per_update = seq / t["train_ratio"]
     repeat = env_steps / max(1, act_steps)
     loop_policy_steps_s = policy_per_update / (sec + policy_per_update * act_time / act_steps)
     return {
-        "recipe": recipe, "preset": preset or "paper", "env": env_id,
+        "recipe": recipe, "preset": preset or "paper", "obs": obs,
         "params_wm_M": sum(p.numel() for p in agent.wm.parameters()) / 1e6,
         "batch": f"{t['batch_size']}x{t['batch_length']}", "horizon": t["horizon"],
-        "s_per_update": sec, "updates_per_s": 1 / sec,
-        "act_policy_steps_per_s": act_steps / act_time,
-        "loop_env_steps_per_s": loop_policy_steps_s * repeat,
-        "train_ratio": t["train_ratio"],
+        "updates": len(totals), "s_per_update": sec,
+        **{f"{k}_s": statistics.median(phases[k]) for k in PHASES},
+        "gflop_per_update": flops / 1e9, "gflop_per_s": flops / 1e9 / sec,
+        "peak_gflop_per_s": peak, "pct_peak": 100 * flops / 1e9 / sec / peak,
+        "peak_mem_mb": peak_mb, "act_policy_steps_per_s": act_steps / act_time,
+        "train_ratio": t["train_ratio"], "loop_env_steps_per_s": loop_policy_steps_s * repeat,
     }
 
 
+COLUMNS = {  # column: format
+    "recipe": "{}", "preset": "{}", "obs": "{}", "params_wm_M": "{:.2f}", "batch": "{}",
+    "horizon": "{}", "updates": "{}", "s_per_update": "{:.3f}", "world_model_s": "{:.3f}",
+    "imagination_s": "{:.3f}", "actor_s": "{:.3f}", "critic_s": "{:.3f}",
+    "gflop_per_update": "{:.1f}", "gflop_per_s": "{:.0f}", "peak_gflop_per_s": "{:.0f}",
+    "pct_peak": "{:.0f}%",
+    "peak_mem_mb": "{:.0f}", "act_policy_steps_per_s": "{:.0f}", "train_ratio": "{:g}",
+    "loop_env_steps_per_s": "{:.1f}",
+}
+
+
 def to_markdown(rows: list[dict]) -> str:
-    cols = ["recipe", "preset", "env", "params_wm_M", "batch", "horizon", "s_per_update",
-            "updates_per_s", "act_policy_steps_per_s", "train_ratio", "loop_env_steps_per_s"]
-    fmt = {"params_wm_M": "{:.2f}", "s_per_update": "{:.3f}", "updates_per_s": "{:.2f}",
-           "act_policy_steps_per_s": "{:.0f}", "loop_env_steps_per_s": "{:.1f}",
-           "train_ratio": "{:g}"}
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in rows:
-        lines.append("| " + " | ".join(fmt.get(c, "{}").format(r[c]) for c in cols) + " |")
+        lines.append("| " + " | ".join(f.format(r[c]) for c, f in COLUMNS.items()) + " |")
     return "\n".join(lines)
 
 
-def machine() -> str:
-    return (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch "
-            f"threads, torch {torch.__version__}, {platform.python_version()}")
+def machine(device: str) -> str:
+    if device.startswith("cuda"):
+        name = torch.cuda.get_device_name(torch.device(device))
+    else:
+        name = platform.processor() or platform.machine()
+        with contextlib.suppress(OSError):
+            for line in open("/proc/cpuinfo"):
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+        name += f", {os.cpu_count()} cores"
+    return (f"{name}; {torch.get_num_threads()} torch threads, fp32, torch {torch.__version__}, "
+            f"Python {platform.python_version()}")
+
+
+def _child(queue, kwargs) -> None:
+    torch.set_num_threads(kwargs.pop("threads"))
+    queue.put(measure(**kwargs))
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--recipes", nargs="+", default=["dreamerv1"])
+    p.add_argument("--recipes", nargs="+", default=["dreamerv3"])
     p.add_argument("--presets", nargs="+", default=["small", "paper"])
+    p.add_argument("--obs", nargs="+", default=["vector"], choices=["vector", "pixels"])
     p.add_argument("--env", default="dmc:cartpole-balance")
     p.add_argument("--set", dest="sets", action="append", default=[])
-    p.add_argument("--updates", type=int, default=10)
+    p.add_argument("--updates", type=int, default=30, help="timed updates (median reported)")
+    p.add_argument("--max-seconds", type=float, default=120.0,
+                   help="stop timing a configuration after this long (at least 3 updates)")
     p.add_argument("--act-steps", type=int, default=200)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--out", help="also write the table to this Markdown file")
     a = p.parse_args()
-    rows = []
+    torch.set_num_threads(a.threads)
+    ctx, rows = mp.get_context("spawn"), []
     for recipe in a.recipes:
         for preset in a.presets:
-            rows.append(measure(recipe, None if preset == "paper" else preset, a.env, a.sets,
-                                a.updates, a.act_steps, a.device))
-            print(to_markdown(rows[-1:]), flush=True)
-    table = to_markdown(rows)
-    text = (f"Machine: {machine()}. Median of {a.updates} updates after 2 warm-up; "
-            f"loop env steps/s = whole loop at the recipe's train ratio.\n\n{table}\n")
+            for obs in a.obs:
+                queue = ctx.Queue()
+                kw = dict(recipe=recipe, preset=None if preset == "paper" else preset, obs=obs,
+                          env_id=a.env, sets=a.sets, updates=a.updates,
+                          max_seconds=a.max_seconds, act_steps=a.act_steps, device=a.device,
+                          threads=a.threads)
+                proc = ctx.Process(target=_child, args=(queue, kw))
+                proc.start()
+                row = queue.get()
+                proc.join()
+                rows.append(row)
+                print(to_markdown(rows[-1:]), flush=True)
+    text = (f"Machine: {machine(a.device)}. Env {a.env}. Median of up to {a.updates} updates "
+            f"after 2 warm-up ones; phases are medians too. FLOPs: torch.utils.flop_counter "
+            f"(matmuls and convolutions). Peak: median rate of 2048^2 fp32 matmuls in the same "
+            f"process just before and after the updates. Loop env steps/s: acting + updates at "
+            f"the recipe's train ratio. No compilation (compile time 0).\n\n"
+            f"{to_markdown(rows)}\n")
     print(text)
     if a.out:
         with open(a.out, "w") as f:

@@ -84,6 +84,10 @@ class RSSM(nn.Module):
         stats = self._stats(raw)
         return stats, self._sample(stats)
 
+    def _sample_raw(self, raw: torch.Tensor) -> torch.Tensor:
+        """A sample from a net's raw output when its statistics are not needed."""
+        return self._latent(raw)[1]
+
     # -- shared ----------------------------------------------------------------------
     def initial(self, batch: int, device: torch.device | str = "cpu") -> State:
         """The state every episode starts from: zeros, or (initial=learned) tanh(w) with the
@@ -120,8 +124,7 @@ class RSSM(nn.Module):
         """One step of the prior: imagine the next state (`deter`, `stoch`; imagination needs
         no statistics) from a state and an action."""
         deter = self._core(state["deter"], state["stoch"], action)
-        _, stoch = self._latent(self.prior_net(deter))
-        return {"deter": deter, "stoch": stoch}
+        return {"deter": deter, "stoch": self._sample_raw(self.prior_net(deter))}
 
     def obs_step(self, state: State, action: torch.Tensor, embed: torch.Tensor,
                  is_first: torch.Tensor) -> State:
@@ -201,14 +204,18 @@ class CategoricalRSSM(RSSM):
         super().__init__(embed, action, stoch * classes, stoch * classes, deter, hidden, act,
                          norm, cell, initial)
 
-    def _probs(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits, probs) [..., stoch, classes], with unimix applied to both."""
-        logits = raw.reshape(*raw.shape[:-1], self.stoch, self.classes)
-        probs = torch.softmax(logits, -1)
+    def _probs(self, raw: torch.Tensor, logits: bool = True):
+        """(logits, probs) [..., stoch, classes], with unimix applied to both; logits None
+        when not asked for."""
+        out = raw.reshape(*raw.shape[:-1], self.stoch, self.classes)
+        probs = torch.softmax(out, -1)
         if self.unimix > 0:
-            probs = (1 - self.unimix) * probs + self.unimix / self.classes
-            logits = torch.log(probs)
-        return logits, probs
+            if probs.requires_grad:
+                probs = (1 - self.unimix) * probs + self.unimix / self.classes
+            else:  # imagination without gradient: mix in place
+                probs = probs.mul_(1 - self.unimix).add_(self.unimix / self.classes)
+            out = torch.log(probs) if logits else None
+        return out, probs
 
     def _stats(self, raw: torch.Tensor) -> State:
         return {"logits": self._probs(raw)[0]}
@@ -225,6 +232,9 @@ class CategoricalRSSM(RSSM):
     def _latent(self, raw: torch.Tensor) -> tuple[State, torch.Tensor]:
         logits, probs = self._probs(raw)
         return {"logits": logits}, self._onehot(probs)
+
+    def _sample_raw(self, raw: torch.Tensor) -> torch.Tensor:
+        return self._onehot(self._probs(raw, logits=False)[1])
 
     def _mode(self, stats: State) -> torch.Tensor:
         probs = torch.softmax(stats["logits"], -1)

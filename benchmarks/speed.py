@@ -186,6 +186,21 @@ def _child(queue, kwargs) -> None:
     queue.put(measure(**kwargs))
 
 
+def _result(queue, proc) -> dict:
+    """The child's row; fails (instead of waiting forever) if the child died without one."""
+    import queue as queues
+
+    while True:
+        try:
+            row = queue.get(timeout=5)
+            proc.join()
+            return row
+        except queues.Empty:
+            if not proc.is_alive():
+                raise SystemExit(f"benchmark process failed (exit code {proc.exitcode}); "
+                                 "its traceback is above") from None
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -214,8 +229,7 @@ def main() -> None:
                           threads=a.threads)
                 proc = ctx.Process(target=_child, args=(queue, kw))
                 proc.start()
-                row = queue.get()
-                proc.join()
+                row = _result(queue, proc)
                 rows.append(row)
                 print(to_markdown(rows[-1:]), flush=True)
     text = (f"Machine: {machine(a.device)}. Env {a.env}. Median of up to {a.updates} updates "

@@ -60,3 +60,14 @@ def test_label_and_parse():
     assert label("dreamerv1", ["rssm.stoch=64", "kl=split"]) == "dreamerv1[rssm.stoch=64,kl=split]"
     assert parse_set("a.b = 3") == ("a.b", "3")
     assert cast("1,2", (0, 0), "k") == ("1", "2")
+
+
+def test_runtime_settings_stay_out_of_labels():
+    from worldzoo.config import label, learning_label
+
+    assert label("dreamerv3", ["train.threads=1", "rssm=gaussian"]) == "dreamerv3[rssm=gaussian]"
+    assert label("dreamerv3", ["train.threads=1"]) == "dreamerv3"
+    assert learning_label("dreamerv3[train.threads=1]") == "dreamerv3"
+    assert (learning_label("dreamerv3[train.train_ratio=32,train.threads=1]")
+            == "dreamerv3[train.train_ratio=32]")
+    assert learning_label("dreamerv1") == "dreamerv1"

@@ -199,7 +199,23 @@ def apply_sets(cfg: Config, items: list[str]) -> Config:
     return cfg
 
 
+# settings that change how a run executes, not what it learns: left out of run labels
+RUNTIME_KEYS = ("train.threads", "train.checkpoint_every", "train.log_every",
+                "train.max_env_faults", "train.max_skipped_updates")
+
+
 def label(recipe_name: str, items: list[str]) -> str:
-    """Run label: the recipe plus its overrides, e.g. `dreamerv3[rssm=gaussian]`."""
-    sets = [f"{k}={v}" for k, v in map(parse_set, items)]
+    """Run label: the recipe plus the overrides that change learning, e.g.
+    `dreamerv3[rssm=gaussian]` (thread counts, checkpoint and log intervals are left out)."""
+    sets = [f"{k}={v}" for k, v in map(parse_set, items) if k not in RUNTIME_KEYS]
     return f"{recipe_name}[{','.join(sets)}]" if sets else recipe_name
+
+
+def learning_label(run_label: str) -> str:
+    """A stored run label without the runtime-only settings (labels written before they were
+    left out): `dreamerv3[train.threads=1]` -> `dreamerv3`."""
+    name, _, rest = run_label.partition("[")
+    if not rest.endswith("]"):
+        return run_label
+    sets = [s for s in rest[:-1].split(",") if s.partition("=")[0] not in RUNTIME_KEYS]
+    return f"{name}[{','.join(sets)}]" if sets else name

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from worldzoo import store
+from worldzoo.config import learning_label
 
 COLUMNS = ["suite", "task", "method", "seed", "env_step", "return", "kind", "preset", "budget",
            "run"]
@@ -25,7 +26,8 @@ def build(records: list[store.Record]) -> pd.DataFrame:
         c = r["config"]
         tags = c.get("tags") or {}
         base = {"suite": tags.get("suite", "adhoc"), "task": c.get("env_id"),
-                "method": tags.get("method", c.get("label")), "seed": int(c.get("seed", 0)),
+                "method": tags.get("method", learning_label(str(c.get("label")))),
+                "seed": int(c.get("seed", 0)),
                 "preset": c.get("preset") or "", "budget": int(c.get("steps", 0)),
                 "run": r["name"]}
         for kind, metric in KINDS.items():

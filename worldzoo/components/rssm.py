@@ -144,11 +144,14 @@ class RSSM(nn.Module):
             state = init
         deters, posts = [], []
         deter, stoch = state["deter"], state["stoch"]
+        starts = is_first.any(0).tolist()  # one host sync per batch, not one per step
         for t in range(T):
-            first = is_first[:, t].float()
-            deter, stoch, act = (_where(first, init["deter"], deter),
-                                 _where(first, init["stoch"], stoch),
-                                 action[:, t] * (1.0 - first).unsqueeze(-1))
+            act = action[:, t]
+            if starts[t]:  # blending is the identity on steps where no episode starts
+                first = is_first[:, t].float()
+                deter, stoch, act = (_where(first, init["deter"], deter),
+                                     _where(first, init["stoch"], stoch),
+                                     act * (1.0 - first).unsqueeze(-1))
             deter = self._core(deter, stoch, act)
             stats, stoch = self._latent(self.post_net(torch.cat([deter, embed[:, t]], -1)))
             deters.append(deter)

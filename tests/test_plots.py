@@ -109,3 +109,18 @@ def test_plot_without_scores_fails_clearly(tmp_path):
         plots.plot_all(tmp_path)
     with pytest.raises(ConfigError, match="--reference .*no such directory"):
         plots.load_reference(tmp_path / "nope", ("a.csv",))
+
+
+def test_partial_scores_include_unfinished_runs():
+    from worldzoo import scores
+
+    def record(name, status):
+        return {"name": name, "status": status, "dir": None, "store": "file",
+                "config": {"label": "dreamerv3[train.threads=1]", "env_id": "gym:CartPole-v1",
+                           "seed": 0, "steps": 1000, "preset": "small"},
+                "metrics": {"eval_return": {"steps": [500], "values": [12.5]}}}
+
+    recs = [record("a", "COMPLETED"), record("b", "RUNNING"), record("c", "INTERRUPTED")]
+    assert list(scores.build(recs)["run"]) == ["a"]
+    df = scores.build(recs, partial=True)
+    assert sorted(df["run"]) == ["a", "b", "c"] and set(df["method"]) == {"dreamerv3"}

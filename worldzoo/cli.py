@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--runs", metavar="DIR", help="first (re)write results/scores/adhoc.csv "
                     "from the finished runs under DIR/runs that no suite made (e.g. runs of "
                     "`worldzoo run --results DIR`)")
+    pl.add_argument("--partial", action="store_true", help="with --runs: include runs that "
+                    "have not finished (running or interrupted), with their curves so far")
     return p
 
 
@@ -168,11 +170,13 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "plot":
             from worldzoo import plots, scores
 
+            if args.partial and args.runs is None:
+                raise _user_errors()[0]("--partial needs --runs DIR")
             if args.runs is not None:
                 if not (Path(args.runs) / "runs").is_dir():
                     raise _user_errors()[0](f"--runs {args.runs}: no runs/ directory there; "
                                             "pass the --results DIR the runs were made with")
-                df = scores.from_stores(args.runs)
+                df = scores.from_stores(args.runs, partial=args.partial)
                 path = Path(args.results) / "scores" / "adhoc.csv"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 df[df["suite"] == "adhoc"].to_csv(path, index=False, float_format="%.6g")

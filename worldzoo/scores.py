@@ -16,12 +16,13 @@ COLUMNS = ["suite", "task", "method", "seed", "env_step", "return", "kind", "pre
 KINDS = {"eval": "eval_return", "train": "train_return"}
 
 
-def build(records: list[store.Record]) -> pd.DataFrame:
-    """Scores of the COMPLETED runs among `records` (runs made outside a suite get suite
-    `adhoc` and their run label as method)."""
+def build(records: list[store.Record], partial: bool = False) -> pd.DataFrame:
+    """Scores of the COMPLETED runs among `records`, or with `partial` of every run so far
+    (running or interrupted ones too). Runs made outside a suite get suite `adhoc` and their
+    run label as method."""
     rows = []
     for r in records:
-        if r["status"] != "COMPLETED":
+        if r["status"] != "COMPLETED" and not partial:
             continue
         c = r["config"]
         tags = c.get("tags") or {}
@@ -39,10 +40,11 @@ def build(records: list[store.Record]) -> pd.DataFrame:
                           kind="stable").reset_index(drop=True)
 
 
-def from_stores(results: str | Path, sql_urls: list[str] | tuple[str, ...] = ()
-                ) -> pd.DataFrame:
-    """The scores of every finished run in the file store and the SQL stores."""
-    return build(store.read_runs(results, sql_urls, tuple(KINDS.values())))
+def from_stores(results: str | Path, sql_urls: list[str] | tuple[str, ...] = (),
+                partial: bool = False) -> pd.DataFrame:
+    """The scores of every finished run (with `partial`: every run) in the file store and the
+    SQL stores."""
+    return build(store.read_runs(results, sql_urls, tuple(KINDS.values())), partial)
 
 
 def write_suite(suite: str, results: str | Path = "results",

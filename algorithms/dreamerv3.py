@@ -43,7 +43,7 @@ S = size(deter=512, units=512, layers=2, depth=32)
 M = size(deter=1024, units=640, layers=3, depth=48)
 L = size(deter=2048, units=768, layers=4, depth=64)
 
-# CPU experiments with vector observations (0.7M world-model params; 0.34 s per update on one
+# CPU experiments with vector observations (0.7M world-model params; 0.32 s per update on one
 # thread of the 2-core machine, results/speed/): GRU 256, 128-unit single-layer MLPs, 16 x 16
 # latent, sequences of 32, train ratio 64 (the released default is 32; DMC used 512): 100k env
 # steps of a DMC task with action repeat 2 are 6,250 updates, under an hour on one core.

@@ -5,8 +5,8 @@ many smaller ones) to mmap and returns it to the OS on free, so each imagination
 activations [N, units] come back as fresh pages and fault in again: on the 2-core CPU that
 was ~2 million page faults and ~5 s of system time per 8 size-S updates. Keeping freed
 memory in the heap (no mmap, high trim threshold) cut the faults 5x and the update time
-by 5-7% (benchmarks/speed.py; numbers in results/speed/). Intel's PyTorch CPU guide gets
-the same effect by preloading jemalloc or tcmalloc; this needs no extra library.
+by 4-6% (two paired runs of 8 updates, results/speed/dreamerv3_cpu.md). Intel's PyTorch CPU
+guide gets the same effect by preloading jemalloc or tcmalloc; this needs no extra library.
 """
 
 from __future__ import annotations

@@ -27,6 +27,14 @@ def test_overrides_cast_to_the_default_type():
     assert cfg["actor"]["act"] == "silu"
 
 
+def test_env_options_parse_without_a_default_type():
+    cfg = apply_sets(get_recipe("dreamerv1"), ["env.shadows=true", "env.camera=None",
+                                               "env.size=32", "env.obs=pixels",
+                                               "env.time_limit=null", "env.flag=False"])
+    assert cfg["env"] == {**cfg["env"], "shadows": True, "camera": None, "size": 32,
+                          "obs": "pixels", "time_limit": None, "flag": False}
+
+
 def test_switching_a_variant_keeps_shared_kwargs_and_takes_new_defaults():
     cfg = apply_sets(get_recipe("dreamerv1"), ["rssm.deter=64", "rssm=categorical"])
     assert cfg["rssm"]["name"] == "categorical"

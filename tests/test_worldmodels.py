@@ -11,6 +11,7 @@ from gymnasium import spaces
 from gymnasium.utils.env_checker import check_env
 
 from worldzoo import checkpoint
+from worldzoo.api import load
 from worldzoo.cli import main
 from worldzoo.config import ConfigError, apply_sets, get_recipe
 from worldzoo.envs import make
@@ -217,6 +218,20 @@ def test_cli_run_writes_sacred_run_and_resumes(tmp_path, capsys):
     assert cfg["config"]["pipeline"] == "worldmodels"
     res = run(resume=run_dir, steps=10_000, quiet=True)
     assert res.result["env_steps"] == steps[-1] + 200  # one more final evaluation
+
+    # the trained agent loads like a Dreamer one: evaluate (and CLI eval) and act
+    agent = load(run_dir)
+    returns = agent.evaluate(2, seed=7)
+    assert len(returns) == 2 and returns == agent.evaluate(2, seed=7)
+    capsys.readouterr()
+    video = tmp_path / "wm.mp4"
+    assert main(["eval", str(run_dir), "--episodes", "2", "--video", str(video)]) == 0
+    assert "2 episodes: mean return" in capsys.readouterr().out and video.stat().st_size > 0
+    obs = {"vector": np.zeros((2, 3), np.float32), "is_first": np.array([True, False])}
+    action, state = agent.act(obs)
+    assert action.shape == (2, 1) and np.all(np.abs(action) <= 1)
+    action2, _ = agent.act({**obs, "is_first": np.array([True, True])}, state)
+    np.testing.assert_allclose(action2[0], action[0], rtol=1e-5)  # row 0 restarted
 
 
 def test_dream_training_counts_no_env_steps(tmp_path):

@@ -41,7 +41,7 @@ class TrainedAgent:
 
         opts = {k: v for k, v in self.meta["config"]["env"].items() if k != "num_envs"}
         if video is not None and "image" not in self.agent.obs_shapes:
-            opts.setdefault("obs", "both")
+            opts["obs"] = "both"  # frames for the video; the agent still sees its keys
         envs = make_vector_env([env_factory(env or self.env_id, opts, seed, 0)], False)
         driver = Driver(envs, self.agent.action_dim, self.agent.discrete)
         returns, frames = [], []
@@ -63,7 +63,8 @@ class TrainedAgent:
 
 
 def load(path: str | Path, device: str = "cpu") -> TrainedAgent:
-    """Load a run directory (its newest checkpoint) or a checkpoint directory."""
+    """Load a run directory (its newest checkpoint) or a checkpoint directory. World Models
+    runs load as a `TrainedController` (V, M and the CMA-ES mean of C; same interface)."""
     from worldzoo.trainer import env_factory
 
     path = Path(path)
@@ -79,6 +80,10 @@ def load(path: str | Path, device: str = "cpu") -> TrainedAgent:
     ckpt_dir = (checkpoint.latest(run_dir / "checkpoints")
                 if path.resolve() == run_dir.resolve() else path)
     state = checkpoint.load(ckpt_dir, device)
+    if meta["config"].get("pipeline") == "worldmodels":
+        from worldzoo.worldmodels.policy import load_controller
+
+        return load_controller(meta, state, device)
     opts = {k: v for k, v in meta["config"]["env"].items() if k != "num_envs"}
     env = env_factory(meta["env_id"], opts, 0, 0)()
     agent = Agent(meta["config"], env.observation_space, env.action_space).to(device)

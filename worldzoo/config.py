@@ -146,7 +146,10 @@ def cast(value: Any, default: Any, key: str) -> Any:
         if isinstance(default, (list, tuple)):
             parsed = ast.literal_eval(value) if value[:1] in "[(" else value.split(",")
             return type(default)(parsed)
-        if default is None:
+        if default is None:  # no type to follow (env options): JSON/YAML-style words too
+            words = {"true": True, "false": False, "none": None, "null": None}
+            if value.lower() in words:
+                return words[value.lower()]
             try:
                 return ast.literal_eval(value)
             except (ValueError, SyntaxError):

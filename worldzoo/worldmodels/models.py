@@ -50,9 +50,11 @@ class Job:
 
 
 @torch.no_grad()
-def run_episode(env: gym.Env, wm: WorldModels, job: Job) -> dict:
+def run_episode(env: gym.Env, wm: WorldModels, job: Job,
+                video: list[np.ndarray] | None = None) -> dict:
     """Play one episode; returns return, length, env_steps and (if `record`) the data:
-    obs [T+1, ...], action [T, A] (as M sees it), reward [T], terminal [T]."""
+    obs [T+1, ...], action [T, A] (as M sees it), reward [T], terminal [T]. `video`, if
+    given, receives the env's `image` observation of every step (evaluation videos)."""
     rng = np.random.default_rng(job.seed)
     obs, _ = env.reset(seed=job.seed)
     head = wm.controller.head
@@ -61,6 +63,8 @@ def run_episode(env: gym.Env, wm: WorldModels, job: Job) -> dict:
     frames, actions, rewards = [obs[wm.key]], [], []
     total, steps, length, terminal = 0.0, 0, 0, False
     while True:
+        if video is not None and "image" in obs:
+            video.append(obs["image"])
         if params is None:
             env_action = head.random(1, rng)
         else:

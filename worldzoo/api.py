@@ -12,6 +12,11 @@ from worldzoo.agent import Agent
 from worldzoo.driver import Driver, make_vector_env
 
 
+def env_options(meta: dict) -> dict:
+    """The env options a run was trained with (its config's `env`, without `num_envs`)."""
+    return {k: v for k, v in meta["config"]["env"].items() if k != "num_envs"}
+
+
 def _find_run_dir(path: Path) -> Path:
     for p in (path, *path.parents):
         if (p / "config.json").exists():
@@ -39,7 +44,7 @@ class TrainedAgent:
         """Returns of `episodes` evaluation episodes; optionally writes the first as a video."""
         from worldzoo.trainer import env_factory
 
-        opts = {k: v for k, v in self.meta["config"]["env"].items() if k != "num_envs"}
+        opts = env_options(self.meta)
         if video is not None and "image" not in self.agent.obs_shapes:
             opts["obs"] = "both"  # frames for the video; the agent still sees its keys
         envs = make_vector_env([env_factory(env or self.env_id, opts, seed, 0)], False)
@@ -56,9 +61,9 @@ class TrainedAgent:
             returns.append(total)
         envs.close()
         if video is not None and frames:
-            import imageio.v2 as imageio
+            from worldzoo.report import write_video
 
-            imageio.mimwrite(str(video), np.stack(frames), fps=30, macro_block_size=1)
+            write_video(video, frames)
         return returns
 
 
@@ -84,8 +89,7 @@ def load(path: str | Path, device: str = "cpu") -> TrainedAgent:
         from worldzoo.worldmodels.policy import load_controller
 
         return load_controller(meta, state, device)
-    opts = {k: v for k, v in meta["config"]["env"].items() if k != "num_envs"}
-    env = env_factory(meta["env_id"], opts, 0, 0)()
+    env = env_factory(meta["env_id"], env_options(meta), 0, 0)()
     agent = Agent(meta["config"], env.observation_space, env.action_space).to(device)
     env.close()
     try:

@@ -45,11 +45,16 @@ def open_loop(agent, episode: list[dict[str, np.ndarray]], length: int = 50) -> 
     return out
 
 
+def write_video(path: str | Path, frames, fps: int = 30) -> None:
+    """Frames [T, H, W, 3] uint8 (an array or a list of frames) as an mp4."""
+    import imageio.v2 as imageio
+
+    imageio.mimwrite(str(path), np.stack(frames), fps=fps, macro_block_size=1)
+
+
 def write_eval_media(directory: Path, env_step: int, frames: list, episode: list,
                      agent) -> list[Path]:
     """Write the episode video and the open-loop prediction for one evaluation."""
-    import imageio.v2 as imageio
-
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     if not frames and "image" in episode[0]:
@@ -57,7 +62,7 @@ def write_eval_media(directory: Path, env_step: int, frames: list, episode: list
     frames = [f for f in frames if f is not None]
     if frames:
         path = directory / f"eval_{env_step:09d}.mp4"
-        imageio.mimwrite(path, np.stack(frames), fps=30, macro_block_size=1)
+        write_video(path, frames)
         written.append(path)
     pred = open_loop(agent, episode)
     if "image" in pred:
@@ -65,7 +70,7 @@ def write_eval_media(directory: Path, env_step: int, frames: list, episode: list
         error = np.abs(model.astype(np.int16) - truth.astype(np.int16)).astype(np.uint8)
         video = np.concatenate([truth, model, error], axis=2)
         path = directory / f"openloop_{env_step:09d}.mp4"
-        imageio.mimwrite(path, video, fps=10, macro_block_size=1)
+        write_video(path, video, fps=10)
         written.append(path)
     written.append(plot_open_loop(pred, directory / f"openloop_{env_step:09d}.png"))
     return written

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from worldzoo.api import env_options
+from worldzoo.report import write_video
 from worldzoo.worldmodels.models import Job, WorldModels, run_episode
 
 
@@ -41,7 +43,7 @@ class TrainedController:
         """Returns of `episodes` real-env episodes; optionally writes the first as a video."""
         from worldzoo.envs import make
 
-        opts = {k: v for k, v in self.meta["config"]["env"].items() if k != "num_envs"}
+        opts = env_options(self.meta)
         if video is not None and self.wm.key != "image":
             opts["obs"] = "both"  # frames for the video; the agent still sees its key
         env_ = make(env or self.env_id, seed=seed, **opts)
@@ -53,9 +55,7 @@ class TrainedController:
         finally:
             env_.close()
         if frames:
-            import imageio.v2 as imageio
-
-            imageio.mimwrite(str(video), np.stack(frames), fps=30, macro_block_size=1)
+            write_video(video, frames)
         return returns
 
 
@@ -63,8 +63,7 @@ def load_controller(meta: dict, state: dict, device: str) -> TrainedController:
     """A TrainedController from a run's config.json and one of its checkpoints."""
     from worldzoo.envs import make
 
-    opts = {k: v for k, v in meta["config"]["env"].items() if k != "num_envs"}
-    env = make(meta["env_id"], seed=0, **opts)
+    env = make(meta["env_id"], seed=0, **env_options(meta))
     wm = WorldModels(meta["config"], env.observation_space, env.action_space)
     env.close()
     wm.load_state_dict(state["wm"])

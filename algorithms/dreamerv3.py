@@ -68,7 +68,7 @@ def dreamerv3() -> Config:
                     "vector_dist": "symlog_mse", "image_dist": "mse", **mlp},
         "rssm": {"name": "categorical", "stoch": 32, "classes": 32, "deter": 4096,
                  "hidden": 1024, "cell": "norm_gru", "unimix": 0.01, "initial": "learned",
-                 **mlp},
+                 "action_clip": 1.0, **mlp},  # both code versions: a * sg(1 / max(1, |a|))
         "kl": {"name": "split", "dyn": 0.5, "rep": 0.1, "free": 1.0},
         "reward": {"name": "twohot", "layers": 5, "units": 1024, "bins": 255,
                    "out_init": "zero", **mlp},

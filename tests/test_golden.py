@@ -17,7 +17,7 @@ from worldzoo.components.heads import TwoHotHead
 from worldzoo.components.kl import BalancedKL, FreeNatsKL, SplitKL
 from worldzoo.components.optim import LaProp
 from worldzoo.components.return_norm import PercentileReturnNorm
-from worldzoo.components.rssm import CategoricalRSSM
+from worldzoo.components.rssm import CategoricalRSSM, clip_action
 from worldzoo.dists import TwoHotDist, symexp, symlog, symlog_bins, twohot
 from worldzoo.returns import discount_weights, lambda_return
 
@@ -239,6 +239,25 @@ def test_unimix_latent_and_action_probs():
     assert np.allclose(dist.probs.numpy(), want, atol=1e-6)
     assert np.isclose(dist.entropy().item(), -(want * np.log(want)).sum(), atol=1e-6)
     assert dist.probs.min() >= 0.01 / 4 - 1e-7  # every action keeps some probability
+
+
+# -- V3: actions entering the dynamics are clipped, a * sg(1 / max(1, |a|)) ------------------
+def test_action_clip_values_gradient_and_where_it_applies():
+    a = T([[-3.0, -0.5, 0.0, 1.0, 2.0]], requires_grad=True)
+    out = clip_action(a, 1.0)
+    assert np.allclose(out.detach().numpy(), [[-1.0, -0.5, 0.0, 1.0, 1.0]])
+    out.sum().backward()  # d/da a * sg(1 / max(1, |a|)) = 1 / max(1, |a|)
+    assert np.allclose(a.grad.numpy(), [[1 / 3, 1.0, 1.0, 1.0, 0.5]])
+    assert clip_action(a, 0.0) is a  # V1/V2: off
+    # the dynamics see the clipped action: a = 2.5 and a = 1.0 lead to the same next state
+    torch.manual_seed(0)
+    rssm = CategoricalRSSM(3, 1, stoch=2, classes=3, deter=4, hidden=4, action_clip=1.0)
+    state = rssm.initial(1)
+    assert torch.equal(rssm._core(state["deter"], state["stoch"], T([[2.5]])),
+                       rssm._core(state["deter"], state["stoch"], T([[1.0]])))
+    rssm.action_clip = 0.0
+    assert not torch.equal(rssm._core(state["deter"], state["stoch"], T([[2.5]])),
+                           rssm._core(state["deter"], state["stoch"], T([[1.0]])))
 
 
 # -- lambda-returns with a continue head; imagined-step weights ------------------------------

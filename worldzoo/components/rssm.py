@@ -20,6 +20,15 @@ define_slot("rssm", "latent dynamics: Gaussian (V1) or categorical straight-thro
 State = dict[str, torch.Tensor]
 
 
+def clip_action(action: torch.Tensor, clip: float) -> torch.Tensor:
+    """DreamerV3's action clip at the dynamics' input: `a * sg(clip / max(clip, |a|))`, so an
+    imagined sample outside [-clip, clip] enters the model as the env would execute it, while
+    its gradient still flows (scaled). `clip <= 0` is the identity (V1/V2)."""
+    if clip <= 0:
+        return action
+    return action * (clip / action.detach().abs().clamp(min=clip))
+
+
 def _where(first: torch.Tensor, init: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """`init` where `first` (shape [B]) is 1, else `value` (blended, so gradients reach both)."""
     f = first.reshape(-1, *([1] * (value.dim() - 1)))
@@ -49,8 +58,10 @@ class RSSM(nn.Module):
     stats_keys: tuple[str, ...] = ()
 
     def __init__(self, embed: int, action: int, stoch_dim: int, stats_dim: int, deter: int,
-                 hidden: int, act: str, norm: str, cell: str, initial: str = "zeros") -> None:
+                 hidden: int, act: str, norm: str, cell: str, initial: str = "zeros",
+                 action_clip: float = 0.0) -> None:
         super().__init__()
+        self.action_clip = float(action_clip)
         if initial not in ("zeros", "learned"):
             raise ValueError(f"unknown rssm.initial '{initial}'; known: zeros, learned")
         # V3 2023: a learned initial deter, tanh(w), with the prior's mode as its stoch
@@ -105,6 +116,7 @@ class RSSM(nn.Module):
         return torch.cat([state["stoch"], state["deter"]], -1)
 
     def _core(self, deter: torch.Tensor, stoch: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        action = clip_action(action, self.action_clip)
         return self.cell(self.img_in(torch.cat([stoch, action], -1)), deter)
 
     def _prior(self, deter: torch.Tensor, sample: bool = True) -> State:
@@ -172,10 +184,10 @@ class GaussianRSSM(RSSM):
 
     def __init__(self, embed: int, action: int, stoch: int = 30, deter: int = 200,
                  hidden: int = 200, act: str = "elu", norm: str = "none", cell: str = "gru",
-                 min_std: float = 0.1, initial: str = "zeros") -> None:
+                 min_std: float = 0.1, initial: str = "zeros", action_clip: float = 0.0) -> None:
         self.min_std = min_std
         super().__init__(embed, action, stoch, 2 * stoch, deter, hidden, act, norm, cell,
-                         initial)
+                         initial, action_clip)
 
     def _stats(self, raw: torch.Tensor) -> State:
         mean, std = raw.chunk(2, -1)
@@ -202,10 +214,11 @@ class CategoricalRSSM(RSSM):
 
     def __init__(self, embed: int, action: int, stoch: int = 32, classes: int = 32,
                  deter: int = 512, hidden: int = 512, act: str = "elu", norm: str = "layer",
-                 cell: str = "norm_gru", unimix: float = 0.0, initial: str = "zeros") -> None:
+                 cell: str = "norm_gru", unimix: float = 0.0, initial: str = "zeros",
+                 action_clip: float = 0.0) -> None:
         self.stoch, self.classes, self.unimix = stoch, classes, unimix
         super().__init__(embed, action, stoch * classes, stoch * classes, deter, hidden, act,
-                         norm, cell, initial)
+                         norm, cell, initial, action_clip)
 
     def _probs(self, raw: torch.Tensor, logits: bool = True):
         """(logits, probs) [..., stoch, classes], with unimix applied to both; logits None

@@ -22,7 +22,7 @@ def test_probe_branches_and_trace(tmp_path, capsys):
     out = wm_probe.probe(str(res.dir), episodes=1, horizon=3, every=4, length=8, samples=2,
                          policy="random", seed=0)
     assert sorted(out) == [0, 1, 2]
-    for k, d in out.items():
+    for d in out.values():
         assert d["true"].shape == d["pred"].shape == (2, 5)  # 2 probed states, 5 obs dims
         assert d["true_r"].shape == d["pred_r"].shape == (2,)
         assert np.isfinite(d["pred"]).all()

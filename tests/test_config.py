@@ -7,7 +7,7 @@ def test_recipe_is_resolved_with_every_kwarg():
     cfg = get_recipe("dreamerv1")
     assert cfg["rssm"] == {"name": "gaussian", "stoch": 30, "deter": 200, "hidden": 200,
                            "act": "elu", "norm": "none", "cell": "gru", "min_std": 0.1,
-                           "initial": "zeros"}
+                           "initial": "zeros", "action_clip": 0.0}
     assert cfg["kl"]["free"] == 3.0
     assert cfg["train"]["batch_size"] == 50 and cfg["train"]["horizon"] == 15
 

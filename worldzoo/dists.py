@@ -155,6 +155,6 @@ class _TwoHotCE(torch.autograd.Function):
     def backward(ctx, grad):
         logits, lse, below, above, w_below, w_above = ctx.saved_tensors
         out = torch.exp(logits - lse.unsqueeze(-1)).mul_(grad.unsqueeze(-1))
-        out.scatter_add_(-1, below.unsqueeze(-1), (-grad * w_below).unsqueeze(-1))
-        out.scatter_add_(-1, above.unsqueeze(-1), (-grad * w_above).unsqueeze(-1))
+        out.scatter_add_(-1, below.unsqueeze(-1), (-grad * w_below).to(out.dtype).unsqueeze(-1))
+        out.scatter_add_(-1, above.unsqueeze(-1), (-grad * w_above).to(out.dtype).unsqueeze(-1))
         return out, None, None, None, None

@@ -23,40 +23,38 @@ import torch
 
 import worldzoo
 from worldzoo.envs.dmc import DMCEnv
+from worldzoo.envs.wrappers import ActionRepeat
 
 
-def _obs(time_step) -> np.ndarray:
-    return np.concatenate([np.asarray(v, np.float32).ravel()
-                           for v in time_step.observation.values()])
+def _make_env(meta: dict) -> tuple[ActionRepeat, object]:
+    """The run's dm_control task through the adapter and its action repeat (no time limit),
+    and the MuJoCo physics whose state the probe saves and restores."""
+    env = ActionRepeat(DMCEnv(meta["env_id"][4:], obs="vector"),
+                       int(meta["config"]["env"].get("action_repeat", 2)))
+    return env, env.unwrapped._env.physics
 
 
-def _step(env: DMCEnv, action: np.ndarray, repeat: int) -> tuple[np.ndarray, float]:
-    """One agent step in the raw dm_control env (action in [-1, 1], repeated)."""
-    total, low, high = 0.0, env._low, env._high
-    for _ in range(repeat):
-        time_step = env._env.step(low + (np.clip(action, -1, 1) + 1) * 0.5 * (high - low))
-        total += time_step.reward or 0.0
-    return _obs(time_step), total
+def _step(env: ActionRepeat, action: np.ndarray) -> tuple[np.ndarray, float]:
+    obs, reward, *_ = env.step(action)
+    return obs["vector"], float(reward)
 
 
 @torch.no_grad()
 def probe(run: str, episodes: int, horizon: int, every: int, length: int, samples: int,
           policy: str, seed: int) -> dict[int, dict[str, np.ndarray]]:
     """{k: {'true', 'pred': [N, obs_dim] differences (+1 minus -1), 'true_r', 'pred_r': [N]}}."""
-    agent = worldzoo.load(run).agent
-    meta = worldzoo.load(run).meta
-    env_id, opts = meta["env_id"], meta["config"]["env"]
-    if not env_id.startswith("dmc:") or "vector" not in agent.obs_shapes:
-        sys.exit(f"wm_probe needs a dmc: run with vector observations, got {env_id} "
+    trained = worldzoo.load(run)
+    agent, meta = trained.agent, trained.meta
+    if not meta["env_id"].startswith("dmc:") or "vector" not in agent.obs_shapes:
+        sys.exit(f"wm_probe needs a dmc: run with vector observations, got {meta['env_id']} "
                  f"with {sorted(agent.obs_shapes)}")
-    wm, rng, repeat = agent.wm, np.random.default_rng(seed), int(opts.get("action_repeat", 2))
-    env = DMCEnv(env_id[4:], obs="vector")
+    wm, rng = agent.wm, np.random.default_rng(seed)
+    env, physics = _make_env(meta)
     dim = agent.action_dim
     out: dict[int, dict[str, list]] = {k: {"true": [], "pred": [], "true_r": [], "pred_r": []}
                                        for k in range(horizon)}
     for ep in range(episodes):
-        env.reset(seed=seed + ep)
-        obs, state, first = _obs(env._env.reset()), None, 1.0
+        obs, state, first = env.reset(seed=seed + ep)[0]["vector"], None, 1.0
         for t in range(length):
             step = {"vector": obs[None], "is_first": np.array([first], np.float32)}
             if policy == "random":
@@ -70,11 +68,11 @@ def probe(run: str, episodes: int, horizon: int, every: int, length: int, sample
                 action = env_action[0]
             first = 0.0
             if t % every == every // 2:
-                snap = env._env.physics.get_state().copy()
+                snap = physics.get_state().copy()
                 branches = {}
                 for sign in (1.0, -1.0):
-                    env._env.physics.set_state(snap)
-                    true = [_step(env, np.full(dim, sign), repeat) for _ in range(horizon)]
+                    physics.set_state(snap)
+                    true = [_step(env, np.full(dim, sign)) for _ in range(horizon)]
                     s = {k: v.expand(samples, *v.shape[1:]) for k, v in state[0].items()}
                     preds = []
                     for _ in range(horizon):
@@ -83,14 +81,14 @@ def probe(run: str, episodes: int, horizon: int, every: int, length: int, sample
                         preds.append((wm.decoder(feat)["vector"].mean.mean(0).numpy(),
                                       wm.reward(feat).mean.mean().item()))
                     branches[sign] = (true, preds)
-                env._env.physics.set_state(snap)
+                physics.set_state(snap)
                 for k in range(horizon):
                     for name, idx in (("true", 0), ("pred", 1)):
                         plus, minus = branches[1.0][idx], branches[-1.0][idx]
                         out[k][name].append(plus[k][0] - minus[k][0])
                         out[k][f"{name}_r"].append(sum(r for _, r in plus[:k + 1])
                                                    - sum(r for _, r in minus[:k + 1]))
-            obs, _ = _step(env, action, repeat)
+            obs, _ = _step(env, action)
     env.close()
     return {k: {n: np.asarray(v) for n, v in d.items()} for k, d in out.items()}
 
@@ -104,17 +102,15 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
 @torch.no_grad()
 def trace(run: str, seed: int, length: int) -> None:
     """One policy-mode episode: action, observation and reward every few steps."""
-    agent = worldzoo.load(run).agent
-    meta = worldzoo.load(run).meta
-    env = DMCEnv(meta["env_id"][4:], obs="vector")
-    repeat = int(meta["config"]["env"].get("action_repeat", 2))
-    env.reset(seed=seed)
-    obs, state, first, total = _obs(env._env.reset()), None, 1.0, 0.0
+    trained = worldzoo.load(run)
+    env, _ = _make_env(trained.meta)
+    agent = trained.agent
+    obs, state, first, total = env.reset(seed=seed)[0]["vector"], None, 1.0, 0.0
     for t in range(length):
         step = {"vector": obs[None], "is_first": np.array([first], np.float32)}
         action, _, state = agent.policy(step, state, explore=False)
         first = 0.0
-        obs, reward = _step(env, action[0], repeat)
+        obs, reward = _step(env, action[0])
         total += reward
         if t < 60 and t % 5 == 0 or t % 50 == 0:
             print(f"t={t:3d} action={np.round(action[0], 2)} obs={np.round(obs, 2)} "

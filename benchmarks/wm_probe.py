@@ -101,21 +101,33 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
 
 @torch.no_grad()
 def trace(run: str, seed: int, length: int) -> None:
-    """One policy-mode episode: action, observation and reward every few steps."""
+    """One policy-mode episode: action, observation and reward every few steps, and the
+    critic's value of each posterior state beside the discounted return that followed it."""
     trained = worldzoo.load(run)
     env, _ = _make_env(trained.meta)
     agent = trained.agent
-    obs, state, first, total = env.reset(seed=seed)[0]["vector"], None, 1.0, 0.0
+    gamma = agent.ac.gamma
+    obs, state, first = env.reset(seed=seed)[0]["vector"], None, 1.0
+    rows, rewards, values = [], [], []
     for t in range(length):
         step = {"vector": obs[None], "is_first": np.array([first], np.float32)}
         action, _, state = agent.policy(step, state, explore=False)
+        values.append(agent.ac.critic(agent.wm.rssm.feat(state[0])).mean.item())
         first = 0.0
         obs, reward = _step(env, action[0])
-        total += reward
+        rewards.append(reward)
+        rows.append((t, action[0], obs, reward))
+    togo = np.zeros(length + 1)
+    for t in reversed(range(length)):
+        togo[t] = rewards[t] + gamma * togo[t + 1]
+    for t, action, obs, reward in rows:
         if t < 60 and t % 5 == 0 or t % 50 == 0:
-            print(f"t={t:3d} action={np.round(action[0], 2)} obs={np.round(obs, 2)} "
-                  f"reward={reward:.2f}")
-    print(f"return over {length} steps: {total:.1f}")
+            print(f"t={t:3d} action={np.round(action, 2)} obs={np.round(obs, 2)} "
+                  f"reward={reward:.2f} value={values[t]:.1f} return-to-go={togo[t]:.1f}")
+    half = length // 2  # the return-to-go of later steps is cut short by the episode's end
+    corr = _corr(np.array(values[:half]), togo[:half])
+    print(f"return over {length} steps: {sum(rewards):.1f}; critic value vs discounted "
+          f"return-to-go over the first half: corr {corr:.2f}")
     env.close()
 
 

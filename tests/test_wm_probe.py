@@ -29,7 +29,9 @@ def test_probe_branches_and_trace(tmp_path, capsys):
     # the simulator: pushing right vs left changes the cart velocity (dim 3) at once
     assert (np.abs(out[0]["true"][:, 3]) > 0.1).all()
     wm_probe.main([str(res.dir), "--trace"])
-    assert "return over 500 steps" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "return over 500 steps" in printed
+    assert "value=" in printed and "return-to-go=" in printed and "corr" in printed
 
 
 def test_probe_refuses_non_dmc_runs(tmp_path):

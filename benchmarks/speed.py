@@ -1,9 +1,10 @@
-"""Speed benchmark of the Dreamer learner step. For each recipe x preset x observation kind it
-reports seconds per update (median) split into world model / imagination / actor / critic, FLOPs
-per update (torch.utils.flop_counter) and the achieved GFLOP/s against this machine's matmul
-peak (measured here with a large fp32 matmul), peak memory, acting speed, and env steps/s of the
-whole training loop at the recipe's train ratio. Every configuration runs in a fresh process, so
-peak memory is its own. Prints (and with --out writes) a Markdown table with the machine.
+"""Speed benchmark of the Dreamer learner step. For each recipe x preset x observation kind x
+precision it reports seconds per update (median) split into world model / imagination / actor /
+critic, FLOPs per update (torch.utils.flop_counter) and the achieved GFLOP/s against this
+machine's matmul peak (measured here with a large matmul in the same precision), peak memory,
+acting speed, and env steps/s of the whole training loop at the recipe's train ratio. Every
+configuration runs in a fresh process, so peak memory is its own. Prints (and with --out
+writes) a Markdown table with the machine.
 
     python benchmarks/speed.py --recipes dreamerv3 --presets xs s --obs vector \
         --env dmc:cartpole-balance --updates 30 --out results/speed/dreamerv3_cpu.md
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import multiprocessing as mp
 import os
 import platform
@@ -31,11 +33,14 @@ import torch
 PHASES = ("world_model", "imagination", "actor", "critic")
 
 
-def matmul_peak(device: str, n: int = 2048, seconds: float = 1.5) -> float:
-    """Sustained fp32 GFLOP/s of an n x n matmul: the median over `seconds` of back-to-back
-    runs after one warm-up. Measured right before and after the timed updates in the same
-    process, because this shared machine's rate drifts (200-280 GFLOP/s on 2 threads)."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+def matmul_peak(device: str, n: int = 2048, seconds: float = 1.5,
+                dtype: torch.dtype = torch.float32) -> float:
+    """Sustained GFLOP/s of an n x n matmul in `dtype` (the update's precision): the median
+    over `seconds` of back-to-back runs after one warm-up. Measured right before and after
+    the timed updates in the same process, because this shared machine's rate drifts
+    (200-330 GFLOP/s fp32 on 2 threads)."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
     a @ b
     rates, end = [], time.perf_counter() + seconds
     while time.perf_counter() < end or len(rates) < 3:
@@ -54,12 +59,12 @@ def _sync(device: str) -> None:
 
 def measure(recipe: str, preset: str | None, obs: str, env_id: str, sets: list[str],
             updates: int, max_seconds: float, act_steps: int, device: str,
-            seed: int = 0) -> dict:
+            seed: int = 0, precision: str = "float32") -> dict:
     """Time up to `updates` train steps (at least 3, at most ~max_seconds) after 2 warm-up
     updates, count one update's FLOPs, and time `act_steps` policy steps in the env."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from worldzoo.agent import Agent
+    from worldzoo.agent import PRECISIONS, Agent
     from worldzoo.config import apply_sets, get_recipe
     from worldzoo.driver import Driver, make_vector_env
     from worldzoo.perf import tune_allocator
@@ -68,7 +73,9 @@ def measure(recipe: str, preset: str | None, obs: str, env_id: str, sets: list[s
 
     tune_allocator()
     torch.manual_seed(seed)
-    cfg = apply_sets(get_recipe(recipe, preset), [f"env.obs={obs}", *sets])
+    cfg = apply_sets(get_recipe(recipe, preset),
+                     [f"env.obs={obs}", f"train.precision={precision}", *sets])
+    dtype = PRECISIONS[precision] or torch.float32
     t = cfg["train"]
     opts = {k: v for k, v in cfg["env"].items() if k != "num_envs"}
     envs = make_vector_env([env_factory(env_id, opts, seed, 0)], False)
@@ -116,7 +123,7 @@ def measure(recipe: str, preset: str | None, obs: str, env_id: str, sets: list[s
         _sync(device)
         phases[name].append(time.perf_counter() - start)
 
-    peak_before = matmul_peak(device)
+    peak_before = matmul_peak(device, dtype=dtype)
     totals, begin = [], time.perf_counter()
     while len(totals) < updates and (len(totals) < 3 or time.perf_counter() - begin < max_seconds):
         b = batch()
@@ -126,7 +133,7 @@ def measure(recipe: str, preset: str | None, obs: str, env_id: str, sets: list[s
         _sync(device)
         totals.append(time.perf_counter() - start)
     sec = statistics.median(totals)
-    peak = (peak_before + matmul_peak(device)) / 2
+    peak = (peak_before + matmul_peak(device, dtype=dtype)) / 2
     if device.startswith("cuda"):
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:  # the process's peak resident memory (Linux reports KiB)
@@ -136,7 +143,7 @@ def measure(recipe: str, preset: str | None, obs: str, env_id: str, sets: list[s
     repeat = env_steps / max(1, act_steps)
     loop_policy_steps_s = policy_per_update / (sec + policy_per_update * act_time / act_steps)
     return {
-        "recipe": recipe, "preset": preset or "paper", "obs": obs,
+        "recipe": recipe, "preset": preset or "paper", "obs": obs, "precision": precision,
         "params_wm_M": sum(p.numel() for p in agent.wm.parameters()) / 1e6,
         "batch": f"{t['batch_size']}x{t['batch_length']}", "horizon": t["horizon"],
         "updates": len(totals), "s_per_update": sec,
@@ -149,9 +156,9 @@ def measure(recipe: str, preset: str | None, obs: str, env_id: str, sets: list[s
 
 
 COLUMNS = {  # column: format
-    "recipe": "{}", "preset": "{}", "obs": "{}", "params_wm_M": "{:.2f}", "batch": "{}",
-    "horizon": "{}", "updates": "{}", "s_per_update": "{:.3f}", "world_model_s": "{:.3f}",
-    "imagination_s": "{:.3f}", "actor_s": "{:.3f}", "critic_s": "{:.3f}",
+    "recipe": "{}", "preset": "{}", "obs": "{}", "precision": "{}", "params_wm_M": "{:.2f}",
+    "batch": "{}", "horizon": "{}", "updates": "{}", "s_per_update": "{:.3f}",
+    "world_model_s": "{:.3f}", "imagination_s": "{:.3f}", "actor_s": "{:.3f}", "critic_s": "{:.3f}",
     "gflop_per_update": "{:.1f}", "gflop_per_s": "{:.0f}", "peak_gflop_per_s": "{:.0f}",
     "pct_peak": "{:.0f}%",
     "peak_mem_mb": "{:.0f}", "act_policy_steps_per_s": "{:.0f}", "train_ratio": "{:g}",
@@ -207,6 +214,8 @@ def main() -> None:
     p.add_argument("--recipes", nargs="+", default=["dreamerv3"])
     p.add_argument("--presets", nargs="+", default=["small", "paper"])
     p.add_argument("--obs", nargs="+", default=["vector"], choices=["vector", "pixels"])
+    p.add_argument("--precision", nargs="+", default=["float32"],
+                   choices=["float32", "bfloat16"], help="train.precision of the updates")
     p.add_argument("--env", default="dmc:cartpole-balance")
     p.add_argument("--set", dest="sets", action="append", default=[])
     p.add_argument("--updates", type=int, default=30, help="timed updates (median reported)")
@@ -221,12 +230,12 @@ def main() -> None:
     ctx, rows = mp.get_context("spawn"), []
     for recipe in a.recipes:
         for preset in a.presets:
-            for obs in a.obs:
+            for obs, precision in itertools.product(a.obs, a.precision):
                 queue = ctx.Queue()
                 kw = dict(recipe=recipe, preset=None if preset == "paper" else preset, obs=obs,
                           env_id=a.env, sets=a.sets, updates=a.updates,
                           max_seconds=a.max_seconds, act_steps=a.act_steps, device=a.device,
-                          threads=a.threads)
+                          threads=a.threads, precision=precision)
                 proc = ctx.Process(target=_child, args=(queue, kw))
                 proc.start()
                 row = _result(queue, proc)
@@ -234,9 +243,10 @@ def main() -> None:
                 print(to_markdown(rows[-1:]), flush=True)
     text = (f"Machine: {machine(a.device)}. Env {a.env}. Median of up to {a.updates} updates "
             f"after 2 warm-up ones; phases are medians too. FLOPs: torch.utils.flop_counter "
-            f"(matmuls and convolutions). Peak: median rate of 2048^2 fp32 matmuls in the same "
-            f"process just before and after the updates. Loop env steps/s: acting + updates at "
-            f"the recipe's train ratio. No compilation (compile time 0).\n\n"
+            f"(matmuls and convolutions). Peak: median rate of 2048^2 matmuls in the row's "
+            f"precision, in the same process just before and after the updates. Loop env "
+            f"steps/s: acting + updates at the recipe's train ratio. No compilation (compile "
+            f"time 0).\n\n"
             f"{to_markdown(rows)}\n")
     print(text)
     if a.out:

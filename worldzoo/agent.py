@@ -15,6 +15,20 @@ from worldzoo.behavior import ActorCritic
 from worldzoo.config import ConfigError
 from worldzoo.world_model import OBS_KEYS, WorldModel, assemble
 
+# train.precision -> the autocast dtype of the learner step (None: plain float32)
+PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
+
+
+def check_precision(precision: str, device: str) -> None:
+    """Fail before a run starts when `device` cannot run `train.precision`."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"train.precision={precision!r} is unknown; use one of "
+                          f"{', '.join(PRECISIONS)}")
+    if precision == "bfloat16" and device.startswith("cuda") and not (
+            torch.cuda.is_available() and torch.cuda.is_bf16_supported()):
+        raise ConfigError(f"train.precision=bfloat16 needs a GPU with bfloat16 support; "
+                          f"{device} has none: use train.precision=float32")
+
 
 def _no_phase(name: str) -> AbstractContextManager:
     return contextlib.nullcontext()
@@ -58,6 +72,8 @@ class Agent(nn.Module):
         self.ac = ActorCritic(cfg, self.wm.rssm.feat_dim, self.action_dim, self.discrete)
         self.optim = assemble(cfg, "optim", {"model": self.wm, "actor": self.ac.actor,
                                              "critic": self.ac.critic})
+        self.precision = cfg["train"].get("precision", "float32")  # runs saved before it
+        check_precision(self.precision, "cpu")
 
     @property
     def device(self) -> torch.device:
@@ -70,22 +86,32 @@ class Agent(nn.Module):
         the speed benchmark times them with it."""
         phase = phase or _no_phase
         self.train()
-        with phase("world_model"):
+        with phase("world_model"), self.autocast():
             wm_loss, post, metrics = self.wm.loss(batch)
             metrics.update(self.optim.step("model", wm_loss))
-        with phase("imagination"):
+        with phase("imagination"), self.autocast():
             traj = self.ac.rollout(self.wm, post, batch["is_terminal"])
-        with phase("actor"):
+        with phase("actor"), self.autocast():
             actor_loss, actor_metrics = self.ac.actor_loss(traj)
             metrics.update(actor_metrics)
             metrics.update(self.optim.step("actor", actor_loss))
-        with phase("critic"):
+        with phase("critic"), self.autocast():
             critic_loss, critic_metrics = self.ac.critic_loss(traj)
             metrics.update(critic_metrics)
             metrics.update(self.optim.step("critic", critic_loss))
             self.ac.critic_target.update()
         metrics["loss_model"] = wm_loss.detach()
         return metrics
+
+    def autocast(self) -> AbstractContextManager:
+        """The learner step's matmuls and convolutions in `train.precision` (bfloat16: AMX or
+        AVX512-BF16 on CPU, tensor cores on GPU); nets return float32, so distributions, losses,
+        the recurrent state and the optimiser stay float32. One context per phase, so no cast
+        of a weight outlives the optimiser step that changes it. Acting stays float32."""
+        dtype = PRECISIONS[self.precision]
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
 
     def initial_state(self, batch: int):
         """Policy state at the start of an episode: (RSSM state, previous action)."""

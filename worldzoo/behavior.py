@@ -8,6 +8,7 @@ import contextlib
 import torch
 from torch import nn
 
+from worldzoo.nets import compute_dtype
 from worldzoo.returns import discount_weights, lambda_return
 from worldzoo.world_model import WorldModel, assemble
 
@@ -44,13 +45,13 @@ class ActorCritic(nn.Module):
         Gradients reach the actor through the dynamics only when its loss needs them."""
         backprop = self.actor.backprop
         state = start
-        feat = wm.rssm.feat(state)
+        feat = compute_dtype(wm.rssm.feat(state))  # only nets read it: cast once, not per net
         feats, actions, raws = [feat], [], []
         for _ in range(self.horizon):
             raw = self.actor.net(feat.detach())
             action = self.actor.dist(raw).sample()
             state = wm.rssm.img_step(state, action if backprop else action.detach())
-            feat = wm.rssm.feat(state)
+            feat = compute_dtype(wm.rssm.feat(state))
             feats.append(feat)
             actions.append(action)
             raws.append(raw)

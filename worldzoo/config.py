@@ -85,6 +85,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "max_skipped_updates": 20,    # non-finite updates in a row before the run stops
     "threads": 0,                 # torch intra-op threads (0: torch's own choice); on a
                                   # busy CPU, 1 per run is often much faster for small nets
+    "precision": "float32",       # learner-step compute: float32 or bfloat16 (autocast)
 }
 
 

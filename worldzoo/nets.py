@@ -7,6 +7,25 @@ import math
 import torch
 from torch import nn
 
+_LOW = (torch.bfloat16, torch.float16)
+
+
+def full_precision(x: torch.Tensor) -> torch.Tensor:
+    """`x` in float32 if autocast made it bf16/fp16, else unchanged (fp64 stays fp64): the
+    nets' outputs feed distributions, losses and the recurrent state in full precision, as
+    DreamerV3's bf16 compute keeps its distributions in float32."""
+    return x.float() if x.dtype in _LOW else x
+
+
+def compute_dtype(x: torch.Tensor) -> torch.Tensor:
+    """`x` in autocast's dtype when autocast is on, else unchanged: features that several nets
+    read are cast once instead of once per net (each a full pass over [H, N, feat])."""
+    dev = x.device.type
+    if x.is_floating_point() and torch.is_autocast_enabled(dev):
+        return x.to(torch.get_autocast_dtype(dev))
+    return x
+
+
 ACTS = {"elu": nn.ELU, "silu": nn.SiLU, "relu": nn.ReLU, "tanh": nn.Tanh, "none": nn.Identity}
 
 
@@ -72,6 +91,9 @@ class MLP(nn.Sequential):
             mods.append(head)
         super().__init__(*mods)
         self.out_dim = out if out is not None else last
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return full_precision(super().forward(x))
 
 
 def init_output(layer: nn.Linear | nn.ConvTranspose2d, how: str) -> None:
@@ -141,5 +163,5 @@ class ConvDecoder(nn.Module):
         x = self.inp(feat.reshape(-1, feat.shape[-1]))
         x = x.reshape(-1, self.ch, self.minres, self.minres)
         x = x.contiguous(memory_format=torch.channels_last)
-        x = self.net(x).permute(0, 2, 3, 1)
+        x = full_precision(self.net(x)).permute(0, 2, 3, 1)
         return x.reshape(*lead, *self.shape)

@@ -302,6 +302,9 @@ def run(recipe: str | None = None, env: str | None = None, *, steps: int | None 
         run_id = (f"{time.strftime('%Y%m%d-%H%M%S')}_{safe_name(run_label)}_"
                   f"{safe_name(env)}_s{seed}")
         run_id = _unique_id(basedir, run_id)
+    from worldzoo.agent import check_precision
+
+    check_precision(meta["config"]["train"].get("precision", "float32"), dev)
     try:
         basedir.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from worldzoo import checkpoint, report
-from worldzoo.agent import Agent, action_spec, check_agent
+from worldzoo.agent import PRECISIONS, Agent, action_spec, check_agent
 from worldzoo.config import ConfigError
 from worldzoo.driver import Driver, make_vector_env
 from worldzoo.faults import (
@@ -68,6 +68,7 @@ TRAIN_CHECKS = {
     "checkpoint_every": (lambda v: v >= 1, "an int >= 1"),
     "max_env_faults": (lambda v: v >= 1, "an int >= 1"),
     "threads": (lambda v: v >= 0, "an int >= 0 (0: torch's default)"),
+    "precision": (lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
     "max_skipped_updates": (lambda v: v >= 1, "an int >= 1"),
 }
 

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from worldzoo.config import ConfigError
+from worldzoo.nets import compute_dtype
 from worldzoo.registry import RegistryError, build
 
 Batch = dict[str, torch.Tensor]
@@ -49,7 +50,7 @@ class WorldModel(nn.Module):
         obs = {k: batch[k] for k in OBS_KEYS if k in batch}
         embed = self.encoder(obs)
         post, prior = self.rssm.observe(embed, batch["action"], batch["is_first"])
-        feat = self.rssm.feat(post)
+        feat = compute_dtype(self.rssm.feat(post))  # read by nets only: cast once
         losses, metrics = {}, {}
         for part in (self.decoder.loss(feat, obs), self.cont.loss(feat, batch["is_terminal"]),
                      self.kl(self.rssm.kl, post, prior)):

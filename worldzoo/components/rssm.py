@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from worldzoo.dists import sample_onehot
-from worldzoo.nets import MLP, linear_block
+from worldzoo.nets import MLP, full_precision, linear_block
 from worldzoo.registry import define_slot, register
 
 define_slot("rssm", "latent dynamics: Gaussian (V1) or categorical straight-through (V2/V3)")
@@ -117,7 +117,9 @@ class RSSM(nn.Module):
 
     def _core(self, deter: torch.Tensor, stoch: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         action = clip_action(action, self.action_clip)
-        return self.cell(self.img_in(torch.cat([stoch, action], -1)), deter)
+        x = self.img_in(torch.cat([stoch, action], -1))
+        # under autocast (train.precision) the recurrent state stays float32
+        return full_precision(self.cell(x.to(deter.dtype), deter))
 
     def _prior(self, deter: torch.Tensor, sample: bool = True) -> State:
         stats = self._stats(self.prior_net(deter))

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from worldzoo import checkpoint
+from worldzoo.config import ConfigError
 from worldzoo.envs import make
 from worldzoo.worldmodels.data import Episodes, windows
 from worldzoo.worldmodels.dream import DreamSim
@@ -43,6 +44,10 @@ class WorldModelsTrainer:
     def check(cfg: dict, obs_space, act_space) -> None:
         """Assemble V, M and C on the meta device before anything is written, so a part that
         does not fit the env (e.g. vae=mlp on pixels) fails with its message first."""
+        precision = cfg["train"].get("precision", "float32")
+        if precision != "float32":
+            raise ConfigError(f"train.precision={precision!r}: World Models trains in float32 "
+                              "(bfloat16 is a Dreamer learner-step option); drop the --set")
         with torch.device("meta"):
             WorldModels(cfg, obs_space, act_space)
 

@@ -124,3 +124,21 @@ def test_partial_scores_include_unfinished_runs():
     assert list(scores.build(recs)["run"]) == ["a"]
     df = scores.build(recs, partial=True)
     assert sorted(df["run"]) == ["a", "b", "c"] and set(df["method"]) == {"dreamerv3"}
+
+
+def test_merge_keeps_rows_of_runs_made_elsewhere_and_replaces_rerecorded_ones():
+    from worldzoo import scores
+
+    def rows(run, values, method="dreamerv3"):
+        return pd.DataFrame([{"suite": "adhoc", "task": "dmc:cartpole-balance",
+                              "method": method, "seed": 0, "env_step": 500 * (i + 1),
+                              "return": v, "kind": "eval", "preset": "small",
+                              "budget": 1000, "run": run} for i, v in enumerate(values)],
+                            columns=scores.COLUMNS)
+
+    old = pd.concat([rows("gone", [1.0, 2.0]), rows("again", [3.0])], ignore_index=True)
+    new = rows("again", [4.0, 5.0], method="dreamerv3[train.precision=bfloat16]")
+    df = scores.merge(old, new)
+    assert sorted(df["run"]) == ["again", "again", "gone", "gone"]
+    assert list(df[df["run"] == "again"]["return"]) == [4.0, 5.0]
+    assert list(scores.merge(old, rows("x", [])).sort_values("return")["return"]) == [1, 2, 3]

@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "`worldzoo run --results DIR`)")
     pl.add_argument("--partial", action="store_true", help="with --runs: include runs that "
                     "have not finished (running or interrupted), with their curves so far")
+    pl.add_argument("--merge", action="store_true", help="with --runs: keep the rows of "
+                    "adhoc.csv whose runs are not under DIR (runs of other results dirs)")
     return p
 
 
@@ -170,16 +172,20 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "plot":
             from worldzoo import plots, scores
 
-            if args.partial and args.runs is None:
-                raise _user_errors()[0]("--partial needs --runs DIR")
+            for flag in ("partial", "merge"):
+                if getattr(args, flag) and args.runs is None:
+                    raise _user_errors()[0](f"--{flag} needs --runs DIR")
             if args.runs is not None:
                 if not (Path(args.runs) / "runs").is_dir():
                     raise _user_errors()[0](f"--runs {args.runs}: no runs/ directory there; "
                                             "pass the --results DIR the runs were made with")
                 df = scores.from_stores(args.runs, partial=args.partial)
+                df = df[df["suite"] == "adhoc"]
                 path = Path(args.results) / "scores" / "adhoc.csv"
+                if args.merge and path.is_file():
+                    df = scores.merge(scores.load_table(path), df)
                 path.parent.mkdir(parents=True, exist_ok=True)
-                df[df["suite"] == "adhoc"].to_csv(path, index=False, float_format="%.6g")
+                df.to_csv(path, index=False, float_format="%.6g")
                 print(f"wrote {path}")
             for path in plots.plot_all(args.results, args.reference):
                 print(f"wrote {path}")

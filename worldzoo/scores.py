@@ -40,6 +40,15 @@ def build(records: list[store.Record], partial: bool = False) -> pd.DataFrame:
                           kind="stable").reset_index(drop=True)
 
 
+def merge(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """`new` plus the rows of `old` whose run is not in `new`: a table that accumulates runs
+    made under several results directories (or whose run directories are gone)."""
+    kept = old[~old["run"].isin(set(new["run"]))]
+    df = pd.concat([f for f in (kept, new) if len(f)] or [new], ignore_index=True)
+    return df.sort_values(["suite", "task", "method", "seed", "kind", "env_step"],
+                          kind="stable").reset_index(drop=True)
+
+
 def from_stores(results: str | Path, sql_urls: list[str] | tuple[str, ...] = (),
                 partial: bool = False) -> pd.DataFrame:
     """The scores of every finished run (with `partial`: every run) in the file store and the
@@ -57,11 +66,16 @@ def write_suite(suite: str, results: str | Path = "results",
     return path
 
 
+def load_table(path: str | Path) -> pd.DataFrame:
+    """One long-format score table."""
+    return pd.read_csv(path, dtype={"preset": str}, keep_default_na=False,
+                       na_values={"return": ["", "nan"]})
+
+
 def load(results: str | Path = "results") -> pd.DataFrame:
     """All score tables under `results/scores/` as one frame (empty when there are none)."""
     paths = sorted((Path(results) / "scores").glob("*.csv"))
-    frames = [pd.read_csv(p, dtype={"preset": str}, keep_default_na=False,
-                          na_values={"return": ["", "nan"]}) for p in paths]
+    frames = [load_table(p) for p in paths]
     frames = [f for f in frames if len(f)]
     if not frames:
         return pd.DataFrame(columns=COLUMNS)

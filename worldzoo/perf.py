@@ -37,3 +37,18 @@ def tune_allocator() -> bool:
           and mallopt(_M_TOP_PAD, 256 << 20))
     _done = bool(ok)
     return _done
+
+
+def cpu_bf16_native(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
+    """Whether this CPU computes bf16 matmuls in hardware (AMX-BF16 or AVX512-BF16; read from
+    /proc/cpuinfo), None where that cannot be read. Without them bf16 is emulated: slower
+    than float32."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"amx_bf16", "avx512_bf16"})
+    except OSError:
+        pass
+    return None

@@ -31,7 +31,7 @@ from worldzoo.faults import (
     UpdateGuard,
 )
 from worldzoo.interrupts import Interrupts
-from worldzoo.perf import tune_allocator
+from worldzoo.perf import cpu_bf16_native, tune_allocator
 from worldzoo.replay import STORAGES, human_bytes, make_replay, step_bytes
 
 Logger = Callable[[str, float, int], None]
@@ -135,6 +135,10 @@ class Trainer:
         if t.get("threads", 0) > 0:
             torch.set_num_threads(int(t["threads"]))
         tune_allocator()
+        if (t.get("precision") == "bfloat16" and not str(device).startswith("cuda")
+                and cpu_bf16_native() is False and not quiet):
+            print("note: train.precision=bfloat16 on a CPU without AMX-BF16 or AVX512-BF16 is "
+                  "emulated and slower than float32", flush=True)
         eval_fns = [env_factory(env_id, opts, seed + 10_000, 0)]
         max_faults = int(t.get("max_env_faults", 10))
         self.driver = Driver(lambda: train_envs(env_id, opts, seed, self.num_envs, wrap_env),

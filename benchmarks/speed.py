@@ -184,7 +184,7 @@ def machine(device: str) -> str:
                     name = line.split(":", 1)[1].strip()
                     break
         name += f", {os.cpu_count()} cores"
-    return (f"{name}; {torch.get_num_threads()} torch threads, fp32, torch {torch.__version__}, "
+    return (f"{name}; {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
             f"Python {platform.python_version()}")
 
 

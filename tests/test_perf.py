@@ -14,3 +14,17 @@ def test_cpu_bf16_native_reads_the_cpu_flags(tmp_path):
     info.write_text("flags\t\t: avx512_bf16\n")
     assert cpu_bf16_native(str(info)) is True
     assert cpu_bf16_native(str(tmp_path / "missing")) is None
+
+
+def test_check_precision_names_what_would_work():
+    import pytest
+
+    from worldzoo.agent import check_precision
+    from worldzoo.config import ConfigError
+
+    check_precision("float32", "mps")
+    check_precision("bfloat16", "cpu")
+    with pytest.raises(ConfigError, match="runs on cpu and cuda devices, not on mps"):
+        check_precision("bfloat16", "mps")
+    with pytest.raises(ConfigError, match="use one of float32, bfloat16"):
+        check_precision("half", "cpu")

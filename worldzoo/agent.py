@@ -24,6 +24,9 @@ def check_precision(precision: str, device: str) -> None:
     if precision not in PRECISIONS:
         raise ConfigError(f"train.precision={precision!r} is unknown; use one of "
                           f"{', '.join(PRECISIONS)}")
+    if precision == "bfloat16" and not (device == "cpu" or device.startswith("cuda")):
+        raise ConfigError(f"train.precision=bfloat16 runs on cpu and cuda devices, not on "
+                          f"{device}: use train.precision=float32")
     if precision == "bfloat16" and device.startswith("cuda") and not (
             torch.cuda.is_available() and torch.cuda.is_bf16_supported()):
         raise ConfigError(f"train.precision=bfloat16 needs a GPU with bfloat16 support; "

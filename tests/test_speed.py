@@ -45,3 +45,16 @@ def test_measure_debug_preset():
     assert row["peak_mem_mb"] > 0 and row["loop_env_steps_per_s"] > 0
     line = speed.to_markdown([row]).splitlines()[-1]
     assert line.startswith("| dreamerv3 | debug | vector |")
+
+
+def test_fingerprint_is_deterministic_and_tells_precisions_apart():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "fingerprint.py"
+    spec = importlib.util.spec_from_file_location("fingerprint", path)
+    fp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fp)
+    first, again = fp.fingerprints([]), fp.fingerprints([])
+    assert first == again and len(first) == 8 and len({x.split()[-1] for x in first}) == 8
+    assert fp.fingerprints(["train.precision=bfloat16"]) != first

@@ -22,8 +22,8 @@ PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
 def check_precision(precision: str, device: str) -> None:
     """Fail before a run starts when `device` cannot run `train.precision`."""
     if precision not in PRECISIONS:
-        raise ConfigError(f"train.precision={precision!r} is unknown; use one of "
-                          f"{', '.join(PRECISIONS)}")
+        raise ConfigError(f"train.precision={precision!r} is out of range; use one of "
+                          f"{', '.join(PRECISIONS)}")  # the wording of the train checks
     if precision == "bfloat16" and not (device == "cpu" or device.startswith("cuda")):
         raise ConfigError(f"train.precision=bfloat16 runs on cpu and cuda devices, not on "
                           f"{device}: use train.precision=float32")

@@ -35,7 +35,11 @@ def build(records: list[store.Record], partial: bool = False) -> pd.DataFrame:
             m = r["metrics"].get(metric) or {"steps": [], "values": []}
             rows += [{**base, "env_step": int(s), "return": float(v), "kind": kind}
                      for s, v in zip(m["steps"], m["values"])]
-    df = pd.DataFrame(rows, columns=COLUMNS)
+    return _sorted(pd.DataFrame(rows, columns=COLUMNS))
+
+
+def _sorted(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows in the tables' order: suite, task, method, seed, kind, env step."""
     return df.sort_values(["suite", "task", "method", "seed", "kind", "env_step"],
                           kind="stable").reset_index(drop=True)
 
@@ -44,9 +48,7 @@ def merge(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     """`new` plus the rows of `old` whose run is not in `new`: a table that accumulates runs
     made under several results directories (or whose run directories are gone)."""
     kept = old[~old["run"].isin(set(new["run"]))]
-    df = pd.concat([f for f in (kept, new) if len(f)] or [new], ignore_index=True)
-    return df.sort_values(["suite", "task", "method", "seed", "kind", "env_step"],
-                          kind="stable").reset_index(drop=True)
+    return _sorted(pd.concat([f for f in (kept, new) if len(f)] or [new], ignore_index=True))
 
 
 def from_stores(results: str | Path, sql_urls: list[str] | tuple[str, ...] = (),

@@ -69,24 +69,28 @@ def norm_layer(name: str, dim: int) -> nn.Module:
     raise ValueError(f"unknown norm '{name}'; known: none, layer, rms")
 
 
-def linear_block(inp: int, out: int, act: str, norm: str) -> list[nn.Module]:
+def linear_block(inp: int, out: int, act: str, norm: str,
+                 linear: type[nn.Linear] = nn.Linear) -> list[nn.Module]:
     """Linear (no bias when normed) -> norm -> act."""
-    return [nn.Linear(inp, out, bias=norm == "none"), norm_layer(norm, out), act_layer(act)]
+    return [linear(inp, out, bias=norm == "none"), norm_layer(norm, out), act_layer(act)]
 
 
 class MLP(nn.Sequential):
-    """`layers` hidden blocks of `units`, then an optional linear output of size `out`."""
+    """`layers` hidden blocks of `units`, then an optional linear output of size `out`;
+    `linear` is the layer class (`unroll.StepLinear` for nets run at every step of a
+    recurrence)."""
 
     def __init__(
         self, inp: int, out: int | None, layers: int, units: int,
         act: str = "elu", norm: str = "none", out_init: str = "default",
+        linear: type[nn.Linear] = nn.Linear,
     ) -> None:
         mods: list[nn.Module] = []
         for i in range(layers):
-            mods += linear_block(inp if i == 0 else units, units, act, norm)
+            mods += linear_block(inp if i == 0 else units, units, act, norm, linear)
         last = units if layers else inp
         if out is not None:
-            head = nn.Linear(last, out)
+            head = linear(last, out)
             init_output(head, out_init)
             mods.append(head)
         super().__init__(*mods)

@@ -14,6 +14,7 @@ from torch import nn
 from worldzoo.dists import sample_onehot
 from worldzoo.nets import MLP, full_precision, linear_block
 from worldzoo.registry import define_slot, register
+from worldzoo.unroll import StepLinear, unrolled
 
 define_slot("rssm", "latent dynamics: Gaussian (V1) or categorical straight-through (V2/V3)")
 
@@ -40,7 +41,7 @@ class NormGRUCell(nn.Module):
 
     def __init__(self, inp: int, size: int) -> None:
         super().__init__()
-        self.linear = nn.Linear(inp + size, 3 * size, bias=False)
+        self.linear = StepLinear(inp + size, 3 * size, bias=False)
         self.norm = nn.LayerNorm(3 * size, eps=1e-3)
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -68,13 +69,15 @@ class RSSM(nn.Module):
         self.init_deter = nn.Parameter(torch.zeros(deter)) if initial == "learned" else None
         self.deter, self.stoch_dim, self.action_dim = deter, stoch_dim, action
         self.feat_dim = deter + stoch_dim
-        self.img_in = nn.Sequential(*linear_block(stoch_dim + action, hidden, act, norm))
+        # the nets run at every step of `observe` are StepLinear (worldzoo.unroll)
+        self.img_in = nn.Sequential(*linear_block(stoch_dim + action, hidden, act, norm,
+                                                  StepLinear))
         cells = {"gru": nn.GRUCell, "norm_gru": NormGRUCell}
         if cell not in cells:
             raise ValueError(f"unknown rssm cell '{cell}'; known: {', '.join(cells)}")
         self.cell = cells[cell](hidden, deter)
         self.prior_net = MLP(deter, stats_dim, 1, hidden, act, norm)
-        self.post_net = MLP(deter + embed, stats_dim, 1, hidden, act, norm)
+        self.post_net = MLP(deter + embed, stats_dim, 1, hidden, act, norm, linear=StepLinear)
 
     # -- latent-specific -------------------------------------------------------------
     def _stats(self, raw: torch.Tensor) -> State:
@@ -159,17 +162,18 @@ class RSSM(nn.Module):
         deters, posts = [], []
         deter, stoch = state["deter"], state["stoch"]
         starts = is_first.any(0).tolist()  # one host sync per batch, not one per step
-        for t in range(T):
-            act = action[:, t]
-            if starts[t]:  # blending is the identity on steps where no episode starts
-                first = is_first[:, t].float()
-                deter, stoch, act = (_where(first, init["deter"], deter),
-                                     _where(first, init["stoch"], stoch),
-                                     act * (1.0 - first).unsqueeze(-1))
-            deter = self._core(deter, stoch, act)
-            stats, stoch = self._latent(self.post_net(torch.cat([deter, embed[:, t]], -1)))
-            deters.append(deter)
-            posts.append({"stoch": stoch, **stats})
+        with unrolled(self):  # per-step weight gradients become one matmul over the steps
+            for t in range(T):
+                act = action[:, t]
+                if starts[t]:  # blending is the identity on steps where no episode starts
+                    first = is_first[:, t].float()
+                    deter, stoch, act = (_where(first, init["deter"], deter),
+                                         _where(first, init["stoch"], stoch),
+                                         act * (1.0 - first).unsqueeze(-1))
+                deter = self._core(deter, stoch, act)
+                stats, stoch = self._latent(self.post_net(torch.cat([deter, embed[:, t]], -1)))
+                deters.append(deter)
+                posts.append({"stoch": stoch, **stats})
         deter_seq = torch.stack(deters, 1)
         post = {k: torch.stack([p[k] for p in posts], 1) for k in posts[0]}
         post["deter"] = deter_seq

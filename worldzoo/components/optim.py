@@ -21,6 +21,16 @@ def _params(module: nn.Module) -> list[nn.Parameter]:
     return [p for p in module.parameters() if p.requires_grad]
 
 
+def _fast_adam(params: list[nn.Parameter]) -> dict[str, bool]:
+    """Adam's fastest implementation for these parameters: `fused` (one pass over each
+    tensor; XS world model 2 ms a step on the 2-core CPU vs 12-18 ms with `foreach`) on CPU
+    and CUDA, else `foreach` (one kernel per op over all tensors; e.g. the meta device that
+    `check_agent` builds on)."""
+    if params and all(p.device.type in ("cpu", "cuda") for p in params):
+        return {"fused": True}
+    return {"foreach": True}
+
+
 class GroupOptim:
     """Per-group optimisers; subclasses fill `self.opts` and may clip in `_clip`."""
 
@@ -63,8 +73,7 @@ class AdamOptim(GroupOptim):
         lrs = {"model": model_lr, "actor": actor_lr, "critic": critic_lr}
         self.clips = {k: model_clip if k == "model" else clip for k in groups}
         self.wd = weight_decay
-        # foreach: one kernel per op over all tensors of a group (torch's default only on GPU)
-        self.opts = {k: torch.optim.Adam(self.params[k], lr=lrs[k], foreach=True,
+        self.opts = {k: torch.optim.Adam(self.params[k], lr=lrs[k], **_fast_adam(self.params[k]),
                                          eps=model_eps if k == "model" else eps)
                      for k in groups}
 

@@ -49,7 +49,8 @@ class NormGRUCell(nn.Module):
         reset = torch.sigmoid(reset)
         cand = torch.tanh(reset * cand)
         update = torch.sigmoid(update - 1.0)
-        return update * cand + (1 - update) * h
+        # update * cand + (1 - update) * h in one op (in h's dtype under autocast)
+        return torch.lerp(h, cand.to(h.dtype), update.to(h.dtype))
 
 
 class RSSM(nn.Module):

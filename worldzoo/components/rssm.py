@@ -119,8 +119,10 @@ class RSSM(nn.Module):
     def feat(self, state: State) -> torch.Tensor:
         return torch.cat([state["stoch"], state["deter"]], -1)
 
-    def _core(self, deter: torch.Tensor, stoch: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        action = clip_action(action, self.action_clip)
+    def _core(self, deter: torch.Tensor, stoch: torch.Tensor, action: torch.Tensor,
+              clip: bool = True) -> torch.Tensor:
+        if clip:  # `observe` clips the whole sequence once
+            action = clip_action(action, self.action_clip)
         x = self.img_in(torch.cat([stoch, action], -1))
         # under autocast (train.precision) the recurrent state stays float32
         return full_precision(self.cell(x.to(deter.dtype), deter))
@@ -163,6 +165,7 @@ class RSSM(nn.Module):
         deters, posts = [], []
         deter, stoch = state["deter"], state["stoch"]
         starts = is_first.any(0).tolist()  # one host sync per batch, not one per step
+        action = clip_action(action, self.action_clip)  # elementwise: once, not per step
         with unrolled(self):  # per-step weight gradients become one matmul over the steps
             for t in range(T):
                 act = action[:, t]
@@ -171,7 +174,7 @@ class RSSM(nn.Module):
                     deter, stoch, act = (_where(first, init["deter"], deter),
                                          _where(first, init["stoch"], stoch),
                                          act * (1.0 - first).unsqueeze(-1))
-                deter = self._core(deter, stoch, act)
+                deter = self._core(deter, stoch, act, clip=False)
                 stats, stoch = self._latent(self.post_net(torch.cat([deter, embed[:, t]], -1)))
                 deters.append(deter)
                 posts.append({"stoch": stoch, **stats})

@@ -58,3 +58,25 @@ def test_fingerprint_is_deterministic_and_tells_precisions_apart():
     first, again = fp.fingerprints([]), fp.fingerprints([])
     assert first == again and len(first) == 8 and len({x.split()[-1] for x in first}) == 8
     assert fp.fingerprints(["train.precision=bfloat16"]) != first
+
+
+def test_ab_alternates_two_checkouts(capsys):
+    """benchmarks/ab.py runs one process per checkout in lock-step and reports both (here the
+    same checkout twice, given as a directory: no git worktree needed)."""
+    from pathlib import Path
+
+    import pytest
+
+    from worldzoo.benchmarks import ab
+
+    root = str(Path(__file__).resolve().parents[1])
+    ab.main(["--base", root, "--head", root, "--preset", "debug", "--env", "gym:CartPole-v1",
+             "--updates", "2", "--warmup", "1", "--threads", "1"])
+    out = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
+    assert {"base", "head", "head / base"} <= rows.keys()
+    assert "world_model s" in out and "total s" in out
+    with pytest.raises(SystemExit) as err:
+        ab.main(["--base", root, "--updates", "0"])
+    assert err.value.code == 2
+    assert "--updates must be at least 1" in capsys.readouterr().err

@@ -56,6 +56,16 @@ def test_step_linear_matches_linear(defer_all, bias):
         torch.testing.assert_close(p.grad, 2 * a, rtol=1e-5, atol=1e-6)
 
 
+def test_weight_changed_before_backward_is_refused(defer_all):
+    layer = StepLinear(4, 3)
+    with unrolled(layer):
+        y = layer(torch.randn(2, 4, requires_grad=True))
+    with torch.no_grad():
+        layer.weight.add_(1.0)  # an optimiser step before backward
+    with pytest.raises(RuntimeError, match="modified in place"):
+        y.sum().backward()
+
+
 def test_falls_back_without_grad_or_under_autocast(defer_all):
     layer = StepLinear(4, 3)
     with torch.no_grad(), unrolled(layer):

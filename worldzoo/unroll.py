@@ -11,7 +11,8 @@ Inside `unrolled(module)`, each `StepLinear` of `module` instead
   step's gradient is in (autograd runs that node after all its consumers).
 Same maths, not the same bits: the sums run in another order (float32 rounding, ~1e-7).
 Outside `unrolled`, with gradients off, under autocast or for inputs that are not 2-D, a
-`StepLinear` is an `nn.Linear`; its parameters and checkpoints are an `nn.Linear`'s.
+`StepLinear` is an `nn.Linear`; its parameters and checkpoints are an `nn.Linear`'s. The
+deferred gradients support `retain_graph` but not double backward (`create_graph`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class _Tape:
     backward once, after all the steps' backwards."""
 
     def __init__(self, layer: nn.Linear) -> None:
-        self.layer = layer
+        self.layer, self.version = layer, layer.weight._version
         self.weight_t = layer.weight.detach().t().contiguous()
         self.inputs: list[torch.Tensor] = []
         self.grads: dict[int, torch.Tensor] = {}
@@ -74,6 +75,9 @@ class _Step(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         tape = ctx.tape
+        if tape.layer.weight._version != tape.version:  # autograd's own check, for W
+            raise RuntimeError("a StepLinear weight was modified in place between the unroll "
+                               "and its backward; step the optimiser after backward()")
         tape.grads[ctx.index] = grad
         grad_x = grad @ tape.layer.weight.detach() if ctx.needs_input_grad[0] else None
         return grad_x, tape.token.new_zeros(()), None

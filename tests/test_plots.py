@@ -142,3 +142,20 @@ def test_merge_keeps_rows_of_runs_made_elsewhere_and_replaces_rerecorded_ones():
     assert sorted(df["run"]) == ["again", "again", "gone", "gone"]
     assert list(df[df["run"] == "again"]["return"]) == [4.0, 5.0]
     assert list(scores.merge(old, rows("x", [])).sort_values("return")["return"]) == [1, 2, 3]
+
+
+def test_two_runs_of_one_method_and_seed_are_refused_until_labelled():
+    """Merging the runs of a new checkout into adhoc.csv under the same method would average
+    two runs as one seed; `--label` keeps them apart."""
+    from worldzoo import scores
+    from worldzoo.config import ConfigError
+
+    def rows(run, method="dreamerv3"):
+        return pd.DataFrame([{"suite": "adhoc", "task": "dmc:cartpole-balance", "method": method,
+                              "seed": 0, "env_step": 500, "return": 1.0, "kind": "eval",
+                              "preset": "small", "budget": 1000, "run": run}],
+                            columns=scores.COLUMNS)
+
+    scores.check_unique_seeds(scores.merge(rows("old"), rows("new", "dreamerv3 @head")))
+    with pytest.raises(ConfigError, match="runs new, old are all dreamerv3 seed 0.*--label"):
+        scores.check_unique_seeds(scores.merge(rows("old"), rows("new")))

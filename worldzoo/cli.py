@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "have not finished (running or interrupted), with their curves so far")
     pl.add_argument("--merge", action="store_true", help="with --runs: keep the rows of "
                     "adhoc.csv whose runs are not under DIR (runs of other results dirs)")
+    pl.add_argument("--label", metavar="TEXT", help="with --runs: append TEXT to the method "
+                    "of every run read from DIR (e.g. a code version), so runs of one recipe "
+                    "made by two checkouts plot as two lines")
     return p
 
 
@@ -172,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "plot":
             from worldzoo import plots, scores
 
-            for flag in ("partial", "merge"):
+            for flag in ("partial", "merge", "label"):
                 if getattr(args, flag) and args.runs is None:
                     raise _user_errors()[0](f"--{flag} needs --runs DIR")
             if args.runs is not None:
@@ -181,9 +184,12 @@ def main(argv: list[str] | None = None) -> int:
                                             "pass the --results DIR the runs were made with")
                 df = scores.from_stores(args.runs, partial=args.partial)
                 df = df[df["suite"] == "adhoc"]
+                if args.label:
+                    df = df.assign(method=df["method"] + f" {args.label}")
                 path = Path(args.results) / "scores" / "adhoc.csv"
                 if args.merge and path.is_file():
                     df = scores.merge(scores.load_table(path), df)
+                scores.check_unique_seeds(df)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 df.to_csv(path, index=False, float_format="%.6g")
                 print(f"wrote {path}")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from worldzoo import store
-from worldzoo.config import learning_label
+from worldzoo.config import ConfigError, learning_label
 
 COLUMNS = ["suite", "task", "method", "seed", "env_step", "return", "kind", "preset", "budget",
            "run"]
@@ -49,6 +49,18 @@ def merge(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     made under several results directories (or whose run directories are gone)."""
     kept = old[~old["run"].isin(set(new["run"]))]
     return _sorted(pd.concat([f for f in (kept, new) if len(f)] or [new], ignore_index=True))
+
+
+def check_unique_seeds(df: pd.DataFrame) -> None:
+    """Refuse a table where two runs are the same (suite, task, method, seed): their curves
+    would be averaged as if they were one seed."""
+    runs = df.groupby(["suite", "task", "method", "seed"])["run"].unique()
+    clash = runs[runs.map(len) > 1]
+    if len(clash):
+        (suite, task, method, seed), names = next(iter(clash.items()))
+        raise ConfigError(f"runs {', '.join(sorted(names))} are all {method} seed {seed} on "
+                          f"{task} ({suite}): plot one set under another name with --label "
+                          f"TEXT, or leave out --merge")
 
 
 def from_stores(results: str | Path, sql_urls: list[str] | tuple[str, ...] = (),

@@ -1,7 +1,9 @@
 """Fingerprint of every Dreamer recipe's learner step: the sha256 of all parameters after two
 updates from fixed seeds on the test suite's synthetic batches (debug preset, vector and pixel
-observations, continuous actions, one thread). A change meant to keep the maths bit for bit
-(a speed change) must leave every line unchanged: run it in both checkouts and diff.
+observations, continuous actions, one thread), plus DreamerV3 at size XS (vector), whose
+256-unit layers take the paths the debug sizes do not (`worldzoo/unroll.py`). A change meant to
+keep the maths bit for bit (a speed change) must leave every line unchanged: run it in both
+checkouts and diff.
 
     python benchmarks/fingerprint.py > after.txt
     git worktree add /tmp/before REV && python /tmp/before/benchmarks/fingerprint.py > before.txt
@@ -30,21 +32,21 @@ def fingerprints(sets: list[str]) -> list[str]:
     from worldzoo.config import apply_sets, get_recipe
 
     torch.set_num_threads(1)
+    cases = [(r, "debug", obs) for r in RECIPES for obs in ("vector", "pixel")]
     lines = []
-    for recipe in RECIPES:
-        for obs in ("vector", "pixel"):
-            o, a = spaces(obs, "continuous")
-            torch.manual_seed(0)
-            agent = Agent(apply_sets(get_recipe(recipe, "debug"), ["train.horizon=3", *sets]),
-                          o, a)
-            torch.manual_seed(1)
-            for _ in range(2):
-                agent.train_step(fake_batch(o, a))
-            h = hashlib.sha256()
-            for k, v in agent.state_dict().items():
-                h.update(k.encode())
-                h.update(v.detach().cpu().contiguous().numpy().tobytes())
-            lines.append(f"{recipe} {obs} {h.hexdigest()[:16]}")
+    for recipe, preset, obs in [*cases, ("dreamerv3", "xs", "vector")]:
+        o, a = spaces(obs, "continuous")
+        torch.manual_seed(0)
+        agent = Agent(apply_sets(get_recipe(recipe, preset), ["train.horizon=3", *sets]), o, a)
+        torch.manual_seed(1)
+        for _ in range(2):
+            agent.train_step(fake_batch(o, a))
+        h = hashlib.sha256()
+        for k, v in agent.state_dict().items():
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+        lines.append(f"{recipe} {obs} {h.hexdigest()[:16]}" if preset == "debug"
+                     else f"{recipe} {preset} {obs} {h.hexdigest()[:16]}")
     return lines
 
 

@@ -56,7 +56,7 @@ def test_fingerprint_is_deterministic_and_tells_precisions_apart():
     fp = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fp)
     first, again = fp.fingerprints([]), fp.fingerprints([])
-    assert first == again and len(first) == 8 and len({x.split()[-1] for x in first}) == 8
+    assert first == again and len(first) == 9 and len({x.split()[-1] for x in first}) == 9
     assert fp.fingerprints(["train.precision=bfloat16"]) != first
 
 

@@ -100,17 +100,14 @@ class StepLinear(nn.Linear):
         return _Step.apply(x, tape.token, tape)
 
 
-def _autocast_on(device: torch.device) -> bool:
-    return torch.is_autocast_enabled(device.type)
-
-
 @contextlib.contextmanager
 def unrolled(module: nn.Module) -> Iterator[None]:
     """Within: `module`'s `StepLinear` layers defer their weight gradients over the steps run
     here (when gradients are on, the weights train, and no autocast is active)."""
     layers = [m for m in module.modules() if isinstance(m, StepLinear)
               and m.weight.requires_grad and m.weight.numel() >= m.min_weight]
-    if not layers or not torch.is_grad_enabled() or _autocast_on(layers[0].weight.device):
+    if not layers or not torch.is_grad_enabled() or torch.is_autocast_enabled(
+            layers[0].weight.device.type):
         yield
         return
     for layer in layers:

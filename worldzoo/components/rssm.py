@@ -119,8 +119,10 @@ class RSSM(nn.Module):
     def feat(self, state: State) -> torch.Tensor:
         return torch.cat([state["stoch"], state["deter"]], -1)
 
-    def _core(self, deter: torch.Tensor, stoch: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """The recurrence from a state and an action already passed through `clip_action`."""
+    def _core(self, deter: torch.Tensor, stoch: torch.Tensor, action: torch.Tensor,
+              clip: bool = True) -> torch.Tensor:
+        if clip:  # `observe` clips the whole sequence once
+            action = clip_action(action, self.action_clip)
         x = self.img_in(torch.cat([stoch, action], -1))
         # under autocast (train.precision) the recurrent state stays float32
         return full_precision(self.cell(x.to(deter.dtype), deter))
@@ -141,14 +143,14 @@ class RSSM(nn.Module):
     def img_step(self, state: State, action: torch.Tensor) -> State:
         """One step of the prior: imagine the next state (`deter`, `stoch`; imagination needs
         no statistics) from a state and an action."""
-        deter = self._core(state["deter"], state["stoch"], clip_action(action, self.action_clip))
+        deter = self._core(state["deter"], state["stoch"], action)
         return {"deter": deter, "stoch": self._sample_raw(self.prior_net(deter))}
 
     def obs_step(self, state: State, action: torch.Tensor, embed: torch.Tensor,
                  is_first: torch.Tensor) -> State:
         """One posterior step (acting): previous state + action + new observation."""
         state, action = self._reset(state, action, is_first)
-        deter = self._core(state["deter"], state["stoch"], clip_action(action, self.action_clip))
+        deter = self._core(state["deter"], state["stoch"], action)
         stats, stoch = self._latent(self.post_net(torch.cat([deter, embed], -1)))
         return {"deter": deter, "stoch": stoch, **stats}
 
@@ -172,7 +174,7 @@ class RSSM(nn.Module):
                     deter, stoch, act = (_where(first, init["deter"], deter),
                                          _where(first, init["stoch"], stoch),
                                          act * (1.0 - first).unsqueeze(-1))
-                deter = self._core(deter, stoch, act)
+                deter = self._core(deter, stoch, act, clip=False)
                 stats, stoch = self._latent(self.post_net(torch.cat([deter, embed[:, t]], -1)))
                 deters.append(deter)
                 posts.append({"stoch": stoch, **stats})

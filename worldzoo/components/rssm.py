@@ -166,16 +166,19 @@ class RSSM(nn.Module):
         deter, stoch = state["deter"], state["stoch"]
         starts = is_first.any(0).tolist()  # one host sync per batch, not one per step
         action = clip_action(action, self.action_clip)  # elementwise: once, not per step
+        # unbind, not embed[:, t]: one backward node stacks the steps' gradients (each
+        # select's backward would fill and add a whole [B, T, E] gradient)
+        embeds, actions = embed.unbind(1), action.unbind(1)
         with unrolled(self):  # per-step weight gradients become one matmul over the steps
             for t in range(T):
-                act = action[:, t]
+                act = actions[t]
                 if starts[t]:  # blending is the identity on steps where no episode starts
                     first = is_first[:, t].float()
                     deter, stoch, act = (_where(first, init["deter"], deter),
                                          _where(first, init["stoch"], stoch),
                                          act * (1.0 - first).unsqueeze(-1))
                 deter = self._core(deter, stoch, act, clip=False)
-                stats, stoch = self._latent(self.post_net(torch.cat([deter, embed[:, t]], -1)))
+                stats, stoch = self._latent(self.post_net(torch.cat([deter, embeds[t]], -1)))
                 deters.append(deter)
                 posts.append({"stoch": stoch, **stats})
         deter_seq = torch.stack(deters, 1)

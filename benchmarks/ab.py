@@ -1,7 +1,10 @@
 """A/B speed of the learner step between two checkouts, in lock-step, so that this shared
 machine's drift (its matmul rate moves 200-330 GFLOP/s between minutes) cancels out: one
 process per checkout, both alive at once, taking turns one update at a time (the order flips
-every round), on the same synthetic batches. Prints the median seconds per phase of each.
+every round), on the same synthetic batches. Prints the median seconds per phase of each,
+their ratio, and the median and quartiles of the per-round (paired) ratios: an update's time
+here swings by +-20% between minutes, and the paired ratio resolves a 5% change that the
+ratio of the medians does not.
 
     python benchmarks/ab.py --base 849ed8c --recipe dreamerv3 --preset xs --updates 20
     python benchmarks/ab.py --base main~3 --head /path/to/other/checkout ...
@@ -155,6 +158,19 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {name} | " + " | ".join(f"{med[name][k]:.3f}" for k in keys) + " |")
     print("| head / base | " + " | ".join(f"{med['head'][k] / med['base'][k]:.3f}" for k in keys)
           + " |")
+    # each round ran both back to back: its ratio is paired, so drift between rounds cancels
+    paired = {k: [h[k] / b[k] for h, b in zip(times["head"], times["base"])] for k in keys}
+    print("| paired ratio: median [p25, p75] | " + " | ".join(
+        f"{statistics.median(v):.3f} [{_quantile(v, 0.25):.3f}, {_quantile(v, 0.75):.3f}]"
+        for v in paired.values()) + " |")
+
+
+def _quantile(values: list[float], q: float) -> float:
+    """Linear-interpolated quantile (numpy's default); the value itself for one sample."""
+    v = sorted(values)
+    pos = q * (len(v) - 1)
+    low = int(pos)
+    return v[low] + (v[min(low + 1, len(v) - 1)] - v[low]) * (pos - low)
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ def test_ab_alternates_two_checkouts(capsys):
              "--updates", "2", "--warmup", "1", "--threads", "1"])
     out = capsys.readouterr().out
     rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
-    assert {"base", "head", "head / base"} <= rows.keys()
+    assert {"base", "head", "head / base", "paired ratio: median [p25, p75]"} <= rows.keys()
     assert "world_model s" in out and "total s" in out
     with pytest.raises(SystemExit) as err:
         ab.main(["--base", root, "--updates", "0"])

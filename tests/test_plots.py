@@ -159,3 +159,39 @@ def test_two_runs_of_one_method_and_seed_are_refused_until_labelled():
     scores.check_unique_seeds(scores.merge(rows("old"), rows("new", "dreamerv3 @head")))
     with pytest.raises(ConfigError, match="runs new, old are all dreamerv3 seed 0.*--label"):
         scores.check_unique_seeds(scores.merge(rows("old"), rows("new")))
+
+
+def test_config_id_tells_settings_apart_and_ignores_runtime_keys():
+    from worldzoo.config import get_recipe
+    from worldzoo.scores import config_id
+
+    cfg = get_recipe("dreamerv3", "small")
+    same = {**cfg, "train": {**cfg["train"], "threads": 1, "steps": 5, "log_every": 7}}
+    other = {**cfg, "train": {**cfg["train"], "train_ratio": 64.0}}
+    assert config_id(cfg) == config_id(same) != config_id(other)
+    assert config_id(None) == "" and len(config_id(cfg)) == 10
+
+
+def test_runs_of_one_method_made_with_different_settings_are_refused(tmp_path):
+    """A preset changed between two sets of runs under one label: their seeds must not be
+    pooled. Rows of old tables (no config recorded) are not compared."""
+    from worldzoo import scores
+    from worldzoo.config import ConfigError
+
+    def rows(run, config, seed, method="dreamerv3"):
+        return pd.DataFrame([{"suite": "adhoc", "task": "dmc:cartpole-balance", "method": method,
+                              "seed": seed, "env_step": 500, "return": 1.0, "kind": "eval",
+                              "preset": "small", "budget": 1000, "run": run,
+                              "config": config}], columns=scores.COLUMNS)
+
+    pooled = pd.concat([rows("a", "c1", 0), rows("b", "c1", 1), rows("old", "", 2)])
+    scores.check_same_config(pooled)
+    mixed = pd.concat([pooled, rows("new", "c2", 3)])
+    with pytest.raises(ConfigError, match=r"runs a \(config c1\) and new \(config c2\) are "
+                                          r"both dreamerv3.*--label"):
+        scores.check_same_config(mixed)
+    scores.check_same_config(pd.concat([pooled, rows("new", "c2", 3, "dreamerv3 @head")]))
+    # a table written before the column existed reads back with config ''
+    path = tmp_path / "adhoc.csv"
+    pooled.drop(columns="config").to_csv(path, index=False)
+    assert set(scores.load_table(path)["config"]) == {""}

@@ -190,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                 if args.merge and path.is_file():
                     df = scores.merge(scores.load_table(path), df)
                 scores.check_unique_seeds(df)
+                scores.check_same_config(df)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 df.to_csv(path, index=False, float_format="%.6g")
                 print(f"wrote {path}")

@@ -1,18 +1,38 @@
 """The long-format scores table: one row per logged episode return of a finished run,
-(suite, task, method, seed, env_step, return, kind = eval | train, preset, budget, run),
-built with pandas from the run stores and written to `results/scores/<suite>.csv`."""
+(suite, task, method, seed, env_step, return, kind = eval | train, preset, budget, run,
+config), built with pandas from the run stores and written to `results/scores/<suite>.csv`.
+`config` identifies the run's resolved settings (`config_id`); '' where unknown (tables
+written before it was recorded)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import pandas as pd
 
 from worldzoo import store
-from worldzoo.config import ConfigError, learning_label
+from worldzoo.config import RUNTIME_KEYS, ConfigError, learning_label
 
 COLUMNS = ["suite", "task", "method", "seed", "env_step", "return", "kind", "preset", "budget",
-           "run"]
+           "run", "config"]
+_NOT_SETTINGS = (*RUNTIME_KEYS, "train.steps")  # the budget is its own column
+
+
+def config_id(config: dict | None) -> str:
+    """A short sha256 of a run's resolved config (recipe, preset and overrides; runtime-only
+    keys left out), so that runs under one method label made with different settings (a
+    preset or a default changed in between) can be told apart. '' for no config."""
+    if not config:
+        return ""
+    cfg = {slot: dict(v) if isinstance(v, dict) else v for slot, v in config.items()}
+    for key in _NOT_SETTINGS:
+        slot, _, name = key.partition(".")
+        if isinstance(cfg.get(slot), dict):
+            cfg[slot].pop(name, None)
+    blob = json.dumps(cfg, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
 KINDS = {"eval": "eval_return", "train": "train_return"}
 
 
@@ -30,7 +50,7 @@ def build(records: list[store.Record], partial: bool = False) -> pd.DataFrame:
                 "method": tags.get("method", learning_label(str(c.get("label")))),
                 "seed": int(c.get("seed", 0)),
                 "preset": c.get("preset") or "", "budget": int(c.get("steps", 0)),
-                "run": r["name"]}
+                "run": r["name"], "config": config_id(c.get("config"))}
         for kind, metric in KINDS.items():
             m = r["metrics"].get(metric) or {"steps": [], "values": []}
             rows += [{**base, "env_step": int(s), "return": float(v), "kind": kind}
@@ -63,6 +83,24 @@ def check_unique_seeds(df: pd.DataFrame) -> None:
                           f"TEXT, or leave out --merge")
 
 
+def check_same_config(df: pd.DataFrame) -> None:
+    """Refuse a table where one (suite, task, method) holds runs made with different settings:
+    their seeds would be pooled as if they were one configuration."""
+    known = df.assign(config=df["config"].fillna("").astype(str))
+    known = known[known["config"] != ""]
+    ids = known.groupby(["suite", "task", "method"])["config"].unique()
+    mixed = ids[ids.map(len) > 1]
+    if len(mixed):
+        (suite, task, method), configs = next(iter(mixed.items()))
+        first = known[(known["suite"] == suite) & (known["task"] == task)
+                      & (known["method"] == method)].groupby("config")["run"].min()
+        (a, run_a), (b, run_b) = sorted(first.items())[:2]
+        raise ConfigError(f"runs {run_a} (config {a}) and {run_b} (config {b}) are both "
+                          f"{method} on {task} ({suite}) but were made with different settings "
+                          f"(a preset or a default changed between them): plot one set under "
+                          f"another name with --label TEXT")
+
+
 def from_stores(results: str | Path, sql_urls: list[str] | tuple[str, ...] = (),
                 partial: bool = False) -> pd.DataFrame:
     """The scores of every finished run (with `partial`: every run) in the file store and the
@@ -82,8 +120,11 @@ def write_suite(suite: str, results: str | Path = "results",
 
 def load_table(path: str | Path) -> pd.DataFrame:
     """One long-format score table."""
-    return pd.read_csv(path, dtype={"preset": str}, keep_default_na=False,
-                       na_values={"return": ["", "nan"]})
+    df = pd.read_csv(path, dtype={"preset": str, "config": str}, keep_default_na=False,
+                     na_values={"return": ["", "nan"]})
+    if "config" not in df:  # written before the config was recorded
+        df["config"] = ""
+    return df
 
 
 def load(results: str | Path = "results") -> pd.DataFrame:

@@ -74,6 +74,39 @@ def test_sweep_runs_then_skips_finished(smoke_runs):
     assert [j.seed for j in p.done] == [0, 1] and [j.seed for j in p.todo] == [2]
 
 
+def test_finished_runs_made_with_other_settings_are_reported(smoke_runs):
+    """A preset or default changed since a suite's runs finished: they still count as done,
+    and the plan names them, so the sweep warns instead of silently reusing them."""
+    results, _ = smoke_runs
+    recs = store.read_file_runs(results, metric_names=())
+    jobs = bench.expand(get_suite("smoke"))
+    assert bench.plan(jobs, recs).stale == []
+    for r in recs:  # as if the runs were made when the preset read otherwise
+        r["config"] = {**r["config"], "config": {**r["config"]["config"], "kl": {"free": 9.0}}}
+    p = bench.plan(jobs, recs)
+    assert len(p.done) == 2 and len(p.stale) == 2
+    job, name, old = p.stale[0]
+    assert name in {r["name"] for r in recs} and old and old != job.config
+
+
+def test_sweep_warns_about_finished_runs_made_with_other_settings(smoke_runs, tmp_path):
+    import shutil
+
+    results, _ = smoke_runs
+    copy = tmp_path / "results"
+    shutil.copytree(results / "runs", copy / "runs")
+    for path in (copy / "runs").glob("*/config.json"):
+        cfg = json.loads(path.read_text())
+        cfg["config"]["kl"]["free"] = 9.0  # as if the preset read otherwise back then
+        path.write_text(json.dumps(cfg))
+    lines = []
+    out = bench.sweep(get_suite("smoke"), copy, dry_run=True,
+                      printer=lambda *a, **k: lines.append(a[0]))
+    assert out["skipped"] == 2
+    assert any("warning: 2 finished run(s) counted as done were made with other settings"
+               in line for line in lines), lines
+
+
 def _expected_eval_steps():
     return [100, 200, 300]
 

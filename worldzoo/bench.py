@@ -18,7 +18,7 @@ from typing import Any
 
 from worldzoo import store
 from worldzoo.benchmarks import Suite, parse_method
-from worldzoo.config import ConfigError, apply_sets, get_recipe, label
+from worldzoo.config import ConfigError, apply_sets, config_id, get_recipe, label
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,7 @@ class Job:
     steps: int
     preset: str | None
     resume: str | None = None
+    config: str = ""            # scores.config_id of its resolved config
 
     @property
     def key(self) -> tuple:
@@ -56,13 +57,13 @@ def expand(suite: Suite) -> list[Job]:
         method = parse_method(spec)
         sets = (*method.sets, *suite.run_sets())
         try:
-            apply_sets(get_recipe(method.recipe, suite.preset), list(sets))
+            cfg = apply_sets(get_recipe(method.recipe, suite.preset), list(sets))
         except ConfigError as e:
             raise ConfigError(f"suite '{suite.name}', method '{spec}': {e}") from None
         for task in suite.tasks:
             for seed in range(suite.seeds):
                 jobs.append(Job(suite.name, method.label, method.recipe, sets, task, seed,
-                                suite.steps, suite.preset))
+                                suite.steps, suite.preset, config=config_id(cfg)))
     return jobs
 
 
@@ -71,6 +72,8 @@ class Plan:
     todo: list[Job] = field(default_factory=list)      # fresh runs and resumed ones
     done: list[Job] = field(default_factory=list)      # COMPLETED in a store: skipped
     elsewhere: list[Job] = field(default_factory=list)  # RUNNING with a live heartbeat
+    # done, but made with other settings than the job's now: (job, run name, its config id)
+    stale: list[tuple[Job, str, str]] = field(default_factory=list)
 
     @property
     def resumed(self) -> list[Job]:
@@ -85,8 +88,13 @@ def plan(jobs: list[Job], records: list[store.Record]) -> Plan:
     out = Plan()
     for job in jobs:
         matches = by_key.get(job.key, [])
-        if any(r["status"] == "COMPLETED" for r in matches):
+        finished = [r for r in matches if r["status"] == "COMPLETED"]
+        if finished:
             out.done.append(job)
+            known = sorted((i, r["name"]) for r in finished
+                           if (i := config_id((r["config"] or {}).get("config"))))
+            if job.config and known and job.config not in {i for i, _ in known}:
+                out.stale.append((job, known[0][1], known[0][0]))
         elif any(store.alive(r) for r in matches):
             out.elsewhere.append(job)
         else:
@@ -249,6 +257,13 @@ def sweep(suite: Suite, results: str | Path = "results", observers: list[str] = 
     printer(f"[bench {suite.name}] {len(jobs)} runs: {len(p.done)} finished, "
             f"{len(p.elsewhere)} running elsewhere, {len(p.resumed)} to resume, "
             f"{len(p.todo) - len(p.resumed)} to start", flush=True)
+    if p.stale:
+        job, name, old = p.stale[0]
+        printer(f"[bench {suite.name}] warning: {len(p.stale)} finished run(s) counted as done "
+                f"were made with other settings than the suite's now (e.g. {name}: config "
+                f"{old}, now {job.config}; a preset or a default changed since): their scores "
+                f"are the old settings'. Delete them, or sweep into another --results, to run "
+                f"them again", flush=True)
     summary = {"total": len(jobs), "skipped": len(p.done), "elsewhere": len(p.elsewhere),
                "resumed": len(p.resumed), "started": len(p.todo) - len(p.resumed),
                "failures": [], "plan": p}

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import ast
 import copy
+import hashlib
 import importlib
+import json
 import pkgutil
 from collections.abc import Callable
 from typing import Any
@@ -213,6 +215,24 @@ def label(recipe_name: str, items: list[str]) -> str:
     `dreamerv3[rssm=gaussian]` (thread counts, checkpoint and log intervals are left out)."""
     sets = [f"{k}={v}" for k, v in map(parse_set, items) if k not in RUNTIME_KEYS]
     return f"{recipe_name}[{','.join(sets)}]" if sets else recipe_name
+
+
+_NOT_SETTINGS = (*RUNTIME_KEYS, "train.steps")  # the budget is its own column
+
+
+def config_id(config: dict | None) -> str:
+    """A short sha256 of a run's resolved config (recipe, preset and overrides; runtime-only
+    keys left out), so that runs under one method label made with different settings (a
+    preset or a default changed in between) can be told apart. '' for no config."""
+    if not config:
+        return ""
+    cfg = {slot: dict(v) if isinstance(v, dict) else v for slot, v in config.items()}
+    for key in _NOT_SETTINGS:
+        slot, _, name = key.partition(".")
+        if isinstance(cfg.get(slot), dict):
+            cfg[slot].pop(name, None)
+    blob = json.dumps(cfg, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
 def learning_label(run_label: str) -> str:

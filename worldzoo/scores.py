@@ -6,33 +6,15 @@ written before it was recorded)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from worldzoo import store
-from worldzoo.config import RUNTIME_KEYS, ConfigError, learning_label
+from worldzoo.config import ConfigError, config_id, learning_label
 
 COLUMNS = ["suite", "task", "method", "seed", "env_step", "return", "kind", "preset", "budget",
            "run", "config"]
-_NOT_SETTINGS = (*RUNTIME_KEYS, "train.steps")  # the budget is its own column
-
-
-def config_id(config: dict | None) -> str:
-    """A short sha256 of a run's resolved config (recipe, preset and overrides; runtime-only
-    keys left out), so that runs under one method label made with different settings (a
-    preset or a default changed in between) can be told apart. '' for no config."""
-    if not config:
-        return ""
-    cfg = {slot: dict(v) if isinstance(v, dict) else v for slot, v in config.items()}
-    for key in _NOT_SETTINGS:
-        slot, _, name = key.partition(".")
-        if isinstance(cfg.get(slot), dict):
-            cfg[slot].pop(name, None)
-    blob = json.dumps(cfg, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:10]
 KINDS = {"eval": "eval_return", "train": "train_return"}
 
 

@@ -34,7 +34,7 @@ class Job:
     steps: int
     preset: str | None
     resume: str | None = None
-    config: str = ""            # scores.config_id of its resolved config
+    config: str = ""            # config_id of its resolved config
 
     @property
     def key(self) -> tuple:

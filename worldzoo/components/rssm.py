@@ -324,8 +324,8 @@ class _GRUGates(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         reset, cand, new, update, h = ctx.saved_tensors
-        grad_new = torch.ops.aten.tanh_backward(grad * update, new)
-        grad_reset = torch.ops.aten.sigmoid_backward(grad_new * cand, reset)
+        grad_pre = torch.ops.aten.tanh_backward(grad * update, new)  # w.r.t. reset * cand
+        grad_reset = torch.ops.aten.sigmoid_backward(grad_pre * cand, reset)
         grad_update = torch.ops.aten.sigmoid_backward(grad * (new - h), update)
-        grad_gates = torch.cat([grad_reset, grad_new * reset, grad_update], -1)
+        grad_gates = torch.cat([grad_reset, grad_pre * reset, grad_update], -1)
         return grad_gates, grad * (1 - update)

@@ -160,17 +160,10 @@ def main(argv: list[str] | None = None) -> None:
           + " |")
     # each round ran both back to back: its ratio is paired, so drift between rounds cancels
     paired = {k: [h[k] / b[k] for h, b in zip(times["head"], times["base"])] for k in keys}
+    quartiles = {k: statistics.quantiles(v, n=4, method="inclusive") if len(v) > 1 else v * 3
+                 for k, v in paired.items()}
     print("| paired ratio: median [p25, p75] | " + " | ".join(
-        f"{statistics.median(v):.3f} [{_quantile(v, 0.25):.3f}, {_quantile(v, 0.75):.3f}]"
-        for v in paired.values()) + " |")
-
-
-def _quantile(values: list[float], q: float) -> float:
-    """Linear-interpolated quantile (numpy's default); the value itself for one sample."""
-    v = sorted(values)
-    pos = q * (len(v) - 1)
-    low = int(pos)
-    return v[low] + (v[min(low + 1, len(v) - 1)] - v[low]) * (pos - low)
+        f"{q[1]:.3f} [{q[0]:.3f}, {q[2]:.3f}]" for q in quartiles.values()) + " |")
 
 
 if __name__ == "__main__":

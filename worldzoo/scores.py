@@ -70,13 +70,11 @@ def check_same_config(df: pd.DataFrame) -> None:
     their seeds would be pooled as if they were one configuration."""
     known = df.assign(config=df["config"].fillna("").astype(str))
     known = known[known["config"] != ""]
-    ids = known.groupby(["suite", "task", "method"])["config"].unique()
-    mixed = ids[ids.map(len) > 1]
-    if len(mixed):
-        (suite, task, method), configs = next(iter(mixed.items()))
-        first = known[(known["suite"] == suite) & (known["task"] == task)
-                      & (known["method"] == method)].groupby("config")["run"].min()
-        (a, run_a), (b, run_b) = sorted(first.items())[:2]
+    first = known.groupby(["suite", "task", "method", "config"])["run"].min()
+    ids = first.groupby(level=["suite", "task", "method"]).size()
+    if (ids > 1).any():
+        suite, task, method = ids[ids > 1].index[0]
+        (a, run_a), (b, run_b) = list(first[(suite, task, method)].items())[:2]
         raise ConfigError(f"runs {run_a} (config {a}) and {run_b} (config {b}) are both "
                           f"{method} on {task} ({suite}) but were made with different settings "
                           f"(a preset or a default changed between them): plot one set under "

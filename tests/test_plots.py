@@ -69,6 +69,25 @@ def test_budget_table_and_aggregate_match_scores(plotted):
     assert last["iqm_lo"] <= last["iqm"] <= last["iqm_hi"]
 
 
+def test_budget_table_has_the_reference_protocol_train_window(plotted):
+    """The train table is, per seed, the mean of the training episodes that ended in the last
+    10k env steps up to the budget; then mean ± std over seeds."""
+    out, _ = plotted
+    df = scores.load(out)
+    tr = df[(df["kind"] == "train") & (df["env_step"] <= 300)]
+    per_seed = tr.groupby("seed")["return"].mean()
+    md = (out / "plots" / "smoke_table.md").read_text()
+    section = md.split("env steps: train (last 10k)")[1]
+    row = next(ln for ln in section.splitlines() if ln.startswith("| gym:Pendulum-v1"))
+    assert row == (f"| gym:Pendulum-v1 | {per_seed.mean():.1f} ± {per_seed.std(ddof=0):.1f} "
+                   f"({len(per_seed)}) |")
+    rows = pd.DataFrame({"task": "t", "method": "m", "seed": 0, "kind": "train",
+                         "env_step": [85_000, 91_000, 100_000, 101_000],
+                         "return": [1.0, 2.0, 4.0, 100.0]})
+    win = plots.train_window(rows, 100_000)
+    assert win["return"].tolist() == [3.0]  # 91k and 100k: (90k, 100k]
+
+
 def test_colours_are_stable_and_distinct():
     a = plots.colours(["dreamerv3[rssm=gaussian]", "dreamerv1"])
     b = plots.colours(["dreamerv1", "dreamerv3", "dreamerv3[rssm=gaussian]", "worldmodels"])

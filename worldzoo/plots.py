@@ -4,7 +4,8 @@
   over seeds; the papers' curves dashed when a reference directory is given;
 - `<suite>_aggregate.png/.csv`: normalised return over tasks, mean and interquartile mean (IQM)
   with stratified-bootstrap 95% CIs;
-- `<suite>_table.md`: eval return at fixed budgets (mean ± std over seeds).
+- `<suite>_table.md`: eval return and training-episode return over the last 10k env steps
+  (the reference scores' protocol) at fixed budgets (mean ± std over seeds).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from worldzoo.config import ConfigError  # noqa: E402
 BASE = ("dreamerv1", "dreamerv2", "dreamerv3", "worldmodels")  # fixed colours, in this order
 REFERENCE_METHODS = ("dreamerv1", "dreamerv2", "dreamerv3")
 N_BOOT, CI = 1000, 95.0
+REF_WINDOW = 10_000  # env steps: the reference scores' per-step window
 
 
 # -- colours and axes --------------------------------------------------------------------------
@@ -241,31 +243,54 @@ def aggregate_figure(agg: pd.DataFrame, suite: str, colour: dict, tasks: list[st
     return fig
 
 
+def train_window(df: pd.DataFrame, budget: int, width: int = REF_WINDOW) -> pd.DataFrame:
+    """Per (task, method, seed): the mean return of the training episodes that ended in
+    (budget - width, budget]: the reference scores' per-seed value at a step (their returns
+    are training-episode returns, ../shared/reference-scores/README.md, "window")."""
+    tr = df[(df["kind"] == "train") & (df["env_step"] <= budget)
+            & (df["env_step"] > budget - width)]
+    return tr.groupby(["task", "method", "seed"], as_index=False)["return"].mean()
+
+
+def _budget_rows(df: pd.DataFrame, vals: pd.DataFrame, budget: int, methods: list[str],
+                 refs: list[str], ref: pd.DataFrame | None) -> list[str]:
+    """One Markdown table: per task, `mean ± std (seeds)` of `vals` per method, then the
+    papers' values at `budget`."""
+    cols = methods + [f"{m} (paper)" for m in refs]
+    lines = ["| task | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for task in sorted(df["task"].unique()):
+        cells = []
+        for m in methods:
+            v = vals[(vals["task"] == task) & (vals["method"] == m)]["return"]
+            cells.append("–" if v.empty else f"{v.mean():.1f} ± {v.std(ddof=0):.1f} ({len(v)})")
+        for m in refs:
+            r = ref[(ref["method"] == m) & (ref["task"] == benchmarks.reference_task(task))
+                    & (ref["step"] == budget)]
+            cells.append("–" if r.empty else f"{r['mean'].iloc[0]:.1f} ± "
+                         f"{r['std'].iloc[0]:.1f}")
+        lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def budget_table(df: pd.DataFrame, suite: str, budgets: tuple[int, ...],
                  ref: pd.DataFrame | None = None) -> str:
-    """Markdown: eval return at each budget, `mean ± std (seeds)` per task and method."""
-    lines = [f"## {suite}: eval return at fixed budgets", "",
-             "Mean ± std over seeds (number of seeds) of the last evaluation at or before the "
-             "budget (within 10% of it)."]
+    """Markdown: per budget, the eval return and the training-episode return over the last
+    10k env steps (the reference scores' protocol), `mean ± std (seeds)` per task and method."""
+    window = _steps_fmt(REF_WINDOW)
+    lines = [f"## {suite}: returns at fixed budgets", "",
+             "Mean ± std over seeds (number of seeds). *eval*: the last evaluation at or before "
+             "the budget (within 10% of it). *train*: per seed, the mean return of the training "
+             f"episodes that ended in the last {window} env steps up to the budget, which is "
+             "how the papers' curves (the `(paper)` columns, std over their seeds) were logged."]
     methods = sorted(df["method"].unique())
+    refs = sorted(ref["method"].unique()) if ref is not None and len(ref) else []
     for budget in budgets:
-        vals = at_budget(df, budget)
-        refs = sorted(ref["method"].unique()) if ref is not None and len(ref) else []
-        cols = methods + [f"{m} (paper)" for m in refs]
-        lines += ["", f"### {_steps_fmt(budget)} env steps", "",
-                  "| task | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-        for task in sorted(df["task"].unique()):
-            cells = []
-            for m in methods:
-                v = vals[(vals["task"] == task) & (vals["method"] == m)]["return"]
-                cells.append("–" if v.empty else
-                             f"{v.mean():.1f} ± {v.std(ddof=0):.1f} ({len(v)})")
-            for m in refs:
-                r = ref[(ref["method"] == m) & (ref["task"] == benchmarks.reference_task(task))
-                        & (ref["step"] == budget)]
-                cells.append("–" if r.empty else f"{r['mean'].iloc[0]:.1f} ± "
-                             f"{r['std'].iloc[0]:.1f}")
-            lines.append(f"| {task} | " + " | ".join(cells) + " |")
+        lines += ["", f"### {_steps_fmt(budget)} env steps: eval", ""]
+        lines += _budget_rows(df, at_budget(df, budget), budget, methods, refs, ref)
+        train = train_window(df, budget)
+        if len(train):
+            lines += ["", f"### {_steps_fmt(budget)} env steps: train (last {window})", ""]
+            lines += _budget_rows(df, train, budget, methods, refs, ref)
     return "\n".join(lines) + "\n"
 
 

@@ -214,3 +214,22 @@ def test_runs_of_one_method_made_with_different_settings_are_refused(tmp_path):
     path = tmp_path / "adhoc.csv"
     pooled.drop(columns="config").to_csv(path, index=False)
     assert set(scores.load_table(path)["config"]) == {""}
+
+
+def test_plot_warns_when_a_suite_table_pools_other_settings(tmp_path, capsys):
+    """Suite tables are `bench`'s to write: `plot` still draws them, and says which runs of one
+    method were made with other settings."""
+    from worldzoo import scores
+    from worldzoo.cli import main
+
+    rows = [{"suite": "mysuite", "task": "gym:Pendulum-v1", "method": "dreamerv3", "seed": s,
+             "env_step": step, "return": -1000.0 + step, "kind": "eval", "preset": "small",
+             "budget": 200, "run": f"r{s}", "config": cfg}
+            for s, cfg in ((0, "c1"), (1, "c2")) for step in (100, 200)]
+    (tmp_path / "scores").mkdir()
+    pd.DataFrame(rows, columns=scores.COLUMNS).to_csv(tmp_path / "scores" / "mysuite.csv",
+                                                      index=False)
+    assert main(["plot", "--results", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: runs r0 (config c1) and r1 (config c2) are both dreamerv3" in err
+    assert (tmp_path / "plots" / "mysuite_curves.png").is_file()

@@ -196,6 +196,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"wrote {path}")
             for path in plots.plot_all(args.results, args.reference):
                 print(f"wrote {path}")
+            why = scores.mixed_configs(scores.load(args.results))
+            if why:  # suite tables: `bench` writes them; say so, but still plot
+                print(f"warning: {why}; the plots pool their seeds as one method (delete the "
+                      "stale runs and sweep again, or sweep into another --results)",
+                      file=sys.stderr)
         elif args.command == "eval":
             from worldzoo.api import load
 

@@ -65,20 +65,28 @@ def check_unique_seeds(df: pd.DataFrame) -> None:
                           f"TEXT, or leave out --merge")
 
 
-def check_same_config(df: pd.DataFrame) -> None:
-    """Refuse a table where one (suite, task, method) holds runs made with different settings:
-    their seeds would be pooled as if they were one configuration."""
+def mixed_configs(df: pd.DataFrame) -> str | None:
+    """Why one (suite, task, method) of `df` pools runs made with different settings (their
+    config ids differ), or None when none does."""
     known = df.assign(config=df["config"].fillna("").astype(str))
     known = known[known["config"] != ""]
     first = known.groupby(["suite", "task", "method", "config"])["run"].min()
     ids = first.groupby(level=["suite", "task", "method"]).size()
-    if (ids > 1).any():
-        suite, task, method = ids[ids > 1].index[0]
-        (a, run_a), (b, run_b) = list(first[(suite, task, method)].items())[:2]
-        raise ConfigError(f"runs {run_a} (config {a}) and {run_b} (config {b}) are both "
-                          f"{method} on {task} ({suite}) but were made with different settings "
-                          f"(a preset or a default changed between them): plot one set under "
-                          f"another name with --label TEXT")
+    if not (ids > 1).any():
+        return None
+    suite, task, method = ids[ids > 1].index[0]
+    (a, run_a), (b, run_b) = list(first[(suite, task, method)].items())[:2]
+    return (f"runs {run_a} (config {a}) and {run_b} (config {b}) are both {method} on {task} "
+            f"({suite}) but were made with different settings (a preset or a default changed "
+            f"between them)")
+
+
+def check_same_config(df: pd.DataFrame) -> None:
+    """Refuse a table where one (suite, task, method) holds runs made with different settings:
+    their seeds would be pooled as if they were one configuration."""
+    why = mixed_configs(df)
+    if why:
+        raise ConfigError(f"{why}: plot one set under another name with --label TEXT")
 
 
 def from_stores(results: str | Path, sql_urls: list[str] | tuple[str, ...] = (),

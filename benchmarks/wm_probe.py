@@ -8,7 +8,8 @@ model (imagining from its posterior at that step) run `horizon` steps under cons
 |true difference| between the two branches per observation dimension, the model's, their
 correlation over the probed states, and the same for the cumulative reward difference. A model
 that ignores actions shows predicted differences near 0; one that extrapolates badly shows
-low correlations. The eval trace (`--trace`) prints one policy-mode episode step by step.
+low correlations. The eval trace (`--trace`) prints one policy-mode episode step by step
+(for the critic's calibration on any env: `benchmarks/critic_probe.py`).
 
     python benchmarks/wm_probe.py results/runs/RUN --episodes 3 --horizon 15
 """
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 import worldzoo
+from worldzoo.benchmarks.critic_probe import discounted
 from worldzoo.envs.dmc import DMCEnv
 from worldzoo.envs.wrappers import ActionRepeat
 
@@ -117,9 +119,7 @@ def trace(run: str, seed: int, length: int) -> None:
         obs, reward = _step(env, action[0])
         rewards.append(reward)
         rows.append((t, action[0], obs, reward))
-    togo = np.zeros(length + 1)
-    for t in reversed(range(length)):
-        togo[t] = rewards[t] + gamma * togo[t + 1]
+    togo = discounted(np.array(rewards), gamma, 0.0)
     for t, action, obs, reward in rows:
         if t < 60 and t % 5 == 0 or t % 50 == 0:
             print(f"t={t:3d} action={np.round(action, 2)} obs={np.round(obs, 2)} "

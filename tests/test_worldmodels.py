@@ -227,6 +227,8 @@ def test_cli_run_writes_sacred_run_and_resumes(tmp_path, capsys):
     video = tmp_path / "wm.mp4"
     assert main(["eval", str(run_dir), "--episodes", "2", "--video", str(video)]) == 0
     assert "2 episodes: mean return" in capsys.readouterr().out and video.stat().st_size > 0
+    assert main(["eval", str(run_dir), "--policy", "sample"]) == 2
+    assert "World Models controller is deterministic" in capsys.readouterr().err
     obs = {"vector": np.zeros((2, 3), np.float32), "is_first": np.array([True, False])}
     action, state = agent.act(obs)
     assert action.shape == (2, 1) and np.all(np.abs(action) <= 1)

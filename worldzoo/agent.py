@@ -17,6 +17,7 @@ from worldzoo.world_model import OBS_KEYS, WorldModel, assemble
 
 # train.precision -> the autocast dtype of the learner step (None: plain float32)
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
+EVAL_POLICIES = ("mode", "sample")  # train.eval_policy: how evaluation acts
 
 
 def check_precision(precision: str, device: str) -> None:
@@ -122,9 +123,10 @@ class Agent(nn.Module):
         return self.wm.rssm.initial(batch, dev), torch.zeros(batch, self.action_dim, device=dev)
 
     @torch.no_grad()
-    def policy(self, obs: dict[str, np.ndarray], state, explore: bool):
-        """Actions for a batch of observations (numpy, with `is_first`). Returns (env actions as
-        numpy, the agent's one-hot or [-1, 1] actions as a tensor, next state)."""
+    def policy(self, obs: dict[str, np.ndarray], state, explore: bool, sample: bool = False):
+        """Actions for a batch of observations (numpy, with `is_first`): a sample with the
+        actor's exploration noise (`explore`), a plain sample (`sample`) or the mode. Returns
+        (env actions as numpy, the agent's one-hot or [-1, 1] actions as a tensor, next state)."""
         self.eval()
         dev = self.device
         if state is None:
@@ -135,7 +137,10 @@ class Agent(nn.Module):
         embed = self.wm.encoder(tens)
         latent = self.wm.rssm.obs_step(latent, prev_action, embed, is_first)
         dist = self.ac.actor(self.wm.rssm.feat(latent))
-        action = self.ac.actor.explore(dist.sample()) if explore else dist.mode()
+        if explore:
+            action = self.ac.actor.explore(dist.sample())
+        else:
+            action = dist.sample() if sample else dist.mode()
         action = action.detach()
         if not self.discrete:
             action = action.clamp(-1, 1)

@@ -28,7 +28,7 @@ def _find_run_dir(path: Path) -> Path:
 
 class TrainedAgent:
     """A trained agent with its env. `act(obs, state)` for one batch of contract steps;
-    `evaluate(episodes)` runs full episodes with the policy's mode."""
+    `evaluate(episodes)` runs full episodes with the policy's mode (or samples)."""
 
     def __init__(self, agent: Agent, meta: dict, device: str) -> None:
         self.agent, self.meta, self.device = agent, meta, device
@@ -40,9 +40,16 @@ class TrainedAgent:
         return env_action, state
 
     def evaluate(self, episodes: int = 10, env: str | None = None, seed: int = 12345,
-                 video: str | Path | None = None) -> list[float]:
-        """Returns of `episodes` evaluation episodes; optionally writes the first as a video."""
+                 video: str | Path | None = None, policy: str | None = None) -> list[float]:
+        """Returns of `episodes` evaluation episodes acting with `policy` (`mode` or
+        `sample`; default the run's `train.eval_policy`); optionally writes the first as a
+        video."""
+        from worldzoo.agent import EVAL_POLICIES
         from worldzoo.trainer import env_factory
+
+        policy = policy or self.meta["config"].get("train", {}).get("eval_policy", "mode")
+        if policy not in EVAL_POLICIES:
+            raise ValueError(f"policy must be one of {', '.join(EVAL_POLICIES)}, got {policy!r}")
 
         opts = env_options(self.meta)
         if video is not None and "image" not in self.agent.obs_shapes:
@@ -55,7 +62,8 @@ class TrainedAgent:
             while not cur["is_last"][0]:
                 if ep == 0 and video is not None and "image" in cur:
                     frames.append(cur["image"][0])
-                env_act, action, state = self.agent.policy(cur, state, explore=False)
+                env_act, action, state = self.agent.policy(cur, state, explore=False,
+                                                           sample=policy == "sample")
                 cur, _ = driver.step(env_act, action.cpu().numpy())
                 total += float(cur["reward"][0])
             returns.append(total)

@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--episodes", type=int, default=10, help="episodes (default 10)")
     e.add_argument("--video", help="write the first episode as a video, e.g. out.mp4")
     e.add_argument("--env", help="evaluate on another env id than the run's")
+    e.add_argument("--policy", choices=("mode", "sample"),
+                   help="act with the policy's mode or sample from it (default: the run's "
+                        "train.eval_policy)")
     e.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     b = sub.add_parser("bench", help="run a benchmark suite (resumable sweep)",
                        description="Run every method x task x seed of SUITE that the run store "
@@ -208,7 +211,13 @@ def main(argv: list[str] | None = None) -> int:
                 raise _user_errors()[0](f"--episodes must be >= 1, got {args.episodes}")
             check_video_path(args.video)
             agent = load(args.checkpoint, args.device)
-            returns = agent.evaluate(args.episodes, env=args.env, video=args.video)
+            kw = {}
+            if args.policy:
+                if not hasattr(agent, "agent"):
+                    raise _user_errors()[0]("--policy is for Dreamer runs: a World Models "
+                                            "controller is deterministic")
+                kw["policy"] = args.policy
+            returns = agent.evaluate(args.episodes, env=args.env, video=args.video, **kw)
             mean = sum(returns) / len(returns)
             print(f"{len(returns)} episodes: mean return {mean:.2f} "
                   f"(min {min(returns):.2f}, max {max(returns):.2f})")

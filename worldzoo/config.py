@@ -88,6 +88,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "threads": 0,                 # torch intra-op threads (0: torch's own choice); on a
                                   # busy CPU, 1 per run is often much faster for small nets
     "precision": "float32",       # learner-step compute: float32 or bfloat16 (autocast)
+    "eval_policy": "mode",        # evaluation acts with the policy's mode, or samples from it
 }
 
 
@@ -219,6 +220,11 @@ def label(recipe_name: str, items: list[str]) -> str:
 
 _NOT_SETTINGS = (*RUNTIME_KEYS, "train.steps")  # the budget is its own column
 
+# Keys added after runs began recording config ids, with the value that does what runs made
+# before them did: left out of the id at that value, so adding a key does not make every
+# earlier run look like one made with other settings.
+ADDED_DEFAULTS: dict[str, Any] = {"train.eval_policy": "mode"}
+
 
 def config_id(config: dict | None) -> str:
     """A short sha256 of a run's resolved config (recipe, preset and overrides; runtime-only
@@ -231,6 +237,10 @@ def config_id(config: dict | None) -> str:
         slot, _, name = key.partition(".")
         if isinstance(cfg.get(slot), dict):
             cfg[slot].pop(name, None)
+    for key, value in ADDED_DEFAULTS.items():
+        slot, _, name = key.partition(".")
+        if isinstance(cfg.get(slot), dict) and cfg[slot].get(name) == value:
+            del cfg[slot][name]
     blob = json.dumps(cfg, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 

@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from worldzoo import checkpoint, report
-from worldzoo.agent import PRECISIONS, Agent, action_spec, check_agent
+from worldzoo.agent import EVAL_POLICIES, PRECISIONS, Agent, action_spec, check_agent
 from worldzoo.config import ConfigError
 from worldzoo.driver import Driver, make_vector_env
 from worldzoo.faults import (
@@ -69,6 +69,7 @@ TRAIN_CHECKS = {
     "max_env_faults": (lambda v: v >= 1, "an int >= 1"),
     "threads": (lambda v: v >= 0, "an int >= 0 (0: torch's default)"),
     "precision": (lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
+    "eval_policy": (lambda v: v in EVAL_POLICIES, f"one of {', '.join(EVAL_POLICIES)}"),
     "max_skipped_updates": (lambda v: v >= 1, "an int >= 1"),
 }
 
@@ -378,8 +379,9 @@ class Trainer:
             self.before_save()  # metrics on disk at every log point, not only at checkpoints
 
     def evaluate(self) -> float:
-        """Run eval episodes with the policy's mode; log their mean return (and videos).
-        Runs on a forked torch RNG so evaluating never changes the training stream."""
+        """Run eval episodes with the policy's mode (`train.eval_policy=sample`: samples from
+        the policy, without exploration noise); log their mean return (and videos). Runs on a
+        forked torch RNG so evaluating never changes the training stream."""
         dev = self.agent.device
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
             return self._evaluate()
@@ -388,6 +390,7 @@ class Trainer:
         t, c = self.train, self.c
         returns, frames, episode = [], [], []
         want_video = bool(t.get("eval_video"))
+        sample = t.get("eval_policy", "mode") == "sample"
         for ep in range(t["eval_episodes"]):
             cur = self.eval_driver.reset()
             state, total = None, 0.0
@@ -398,7 +401,8 @@ class Trainer:
                         frames.append(self.eval_envs.call("render")[0])
                 if cur["is_last"][0]:
                     break
-                env_act, action, state = self.agent.policy(cur, state, explore=False)
+                env_act, action, state = self.agent.policy(cur, state, explore=False,
+                                                           sample=sample)
                 cur, _ = self.eval_driver.step(env_act, action.cpu().numpy())
                 total += float(cur["reward"][0])
             returns.append(total)

@@ -48,6 +48,9 @@ class WorldModelsTrainer:
         if precision != "float32":
             raise ConfigError(f"train.precision={precision!r}: World Models trains in float32 "
                               "(bfloat16 is a Dreamer learner-step option); drop the --set")
+        if cfg["train"].get("eval_policy", "mode") != "mode":
+            raise ConfigError("train.eval_policy: the World Models controller is deterministic "
+                              "(a linear map, evaluated as is); drop the --set")
         with torch.device("meta"):
             WorldModels(cfg, obs_space, act_space)
 

@@ -29,9 +29,10 @@ def test_plot_files_exist_and_are_not_empty(plotted):
     out, written = plotted
     names = sorted(p.name for p in written)
     assert names == ["smoke_aggregate.csv", "smoke_aggregate.png", "smoke_curves.csv",
-                     "smoke_curves.png", "smoke_table.md"]
+                     "smoke_curves.png", "smoke_table.md", "smoke_train_curves.csv",
+                     "smoke_train_curves.png"]
     for p in written:
-        assert p.parent == out / "plots" and p.stat().st_size > 200
+        assert p.parent == out / "plots" and p.stat().st_size > 100
     assert (out / "plots" / "smoke_curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -69,23 +70,43 @@ def test_budget_table_and_aggregate_match_scores(plotted):
     assert last["iqm_lo"] <= last["iqm"] <= last["iqm_hi"]
 
 
-def test_budget_table_has_the_reference_protocol_train_window(plotted):
+def test_budget_table_has_the_reference_protocol_train_window():
     """The train table is, per seed, the mean of the training episodes that ended in the last
     10k env steps up to the budget; then mean ± std over seeds."""
-    out, _ = plotted
-    df = scores.load(out)
-    tr = df[(df["kind"] == "train") & (df["env_step"] <= 300)]
-    per_seed = tr.groupby("seed")["return"].mean()
-    md = (out / "plots" / "smoke_table.md").read_text()
-    section = md.split("env steps: train (last 10k)")[1]
-    row = next(ln for ln in section.splitlines() if ln.startswith("| gym:Pendulum-v1"))
-    assert row == (f"| gym:Pendulum-v1 | {per_seed.mean():.1f} ± {per_seed.std(ddof=0):.1f} "
-                   f"({len(per_seed)}) |")
+    rows = pd.DataFrame([
+        {"suite": "s", "task": "dmc:cartpole-balance", "method": "dreamerv3", "seed": seed,
+         "env_step": step, "return": ret, "kind": kind}
+        for seed, rets in ((0, (100.0, 500.0, 700.0)), (1, (200.0, 600.0, 900.0)))
+        for step, ret, kind in zip((89_000, 95_000, 100_000), rets, ("train",) * 3)]
+        + [{"suite": "s", "task": "dmc:cartpole-balance", "method": "dreamerv3", "seed": 0,
+            "env_step": 100_000, "return": 42.0, "kind": "eval"}])
+    md = plots.budget_table(rows, "s", (100_000,))
+    eval_part, train_part = md.split("env steps: train (last 10k)")
+    assert "| dmc:cartpole-balance | 42.0 ± 0.0 (1) |" in eval_part
+    per_seed = np.array([600.0, 750.0])  # 89k is outside (90k, 100k]
+    assert (f"| dmc:cartpole-balance | {per_seed.mean():.1f} ± {per_seed.std():.1f} (2) |"
+            in train_part)
     rows = pd.DataFrame({"task": "t", "method": "m", "seed": 0, "kind": "train",
                          "env_step": [85_000, 91_000, 100_000, 101_000],
                          "return": [1.0, 2.0, 4.0, 100.0]})
-    win = plots.train_window(rows, 100_000)
+    win = plots.train_window(rows, 100_000, plots.ref_window(100_000))
     assert win["return"].tolist() == [3.0]  # 91k and 100k: (90k, 100k]
+    curve = plots.train_curve_table(rows.assign(suite="s"), 10_000)
+    assert curve["env_step"].tolist() == [90_000, 100_000, 110_000]
+    assert curve["mean"].tolist() == [1.0, 3.0, 100.0]
+    assert plots.ref_window(500_000) == 10_000 and plots.ref_window(300) == 30
+
+
+def test_train_curves_plot_binned_training_returns(plotted):
+    out, _ = plotted
+    df = scores.load(out)
+    tr = df[df["kind"] == "train"]
+    per_seed = tr.assign(bin=np.ceil(tr["env_step"] / 30).astype(int) * 30).groupby(
+        ["seed", "bin"])["return"].mean()
+    want = per_seed.groupby(level="bin").mean()
+    written = pd.read_csv(out / "plots" / "smoke_train_curves.csv")
+    assert written["env_step"].tolist() == list(want.index)
+    assert written["mean"].to_numpy() == pytest.approx(want.to_numpy(), rel=1e-5)
 
 
 def test_colours_are_stable_and_distinct():

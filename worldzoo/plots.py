@@ -5,7 +5,9 @@
 - `<suite>_aggregate.png/.csv`: normalised return over tasks, mean and interquartile mean (IQM)
   with stratified-bootstrap 95% CIs;
 - `<suite>_table.md`: eval return and training-episode return over the last 10k env steps
-  (the reference scores' protocol) at fixed budgets (mean ± std over seeds).
+  (the reference scores' protocol) at fixed budgets (mean ± std over seeds);
+- `<suite>_train_curves.png/.csv`: training-episode return per 10k env steps, the measure the
+  papers' curves are, against them.
 """
 
 from __future__ import annotations
@@ -96,6 +98,23 @@ def curve_table(df: pd.DataFrame, kind: str = "eval") -> pd.DataFrame:
                                        "ci_hi", "seeds"])
 
 
+def ref_window(budget: int) -> int:
+    """The width of the training-return window: the reference scores' 10k env steps, or a
+    tenth of the budget for budgets under 100k (smoke-size suites)."""
+    return REF_WINDOW if budget >= 10 * REF_WINDOW else max(1, int(budget) // 10)
+
+
+def train_curve_table(df: pd.DataFrame, width: int = REF_WINDOW) -> pd.DataFrame:
+    """`curve_table` rows of training-episode returns as the reference scores were logged: per
+    seed the mean of the episodes that ended in each (k - width, k] bin, then mean and 95%
+    bootstrap CI over seeds."""
+    tr = df[df["kind"] == "train"]
+    tr = tr.assign(env_step=np.ceil(tr["env_step"] / width).astype(int) * width)
+    per_seed = tr.groupby(["suite", "task", "method", "seed", "env_step"], as_index=False)[
+        "return"].mean()
+    return curve_table(per_seed.assign(kind="train"), kind="train")
+
+
 def normalised_runs(df: pd.DataFrame, budget: int, points: int = 20) -> pd.DataFrame:
     """Each run's eval curve normalised by its task's (random, max) return and interpolated
     onto the suite's eval steps (or `points` steps up to `budget` when there are many more);
@@ -179,8 +198,10 @@ def _legend(fig, axes, n_rows_px: float) -> None:
     fig.tight_layout(rect=(0, min(0.4, rows * 0.32 / n_rows_px), 1, 1))
 
 
-def curves_figure(table: pd.DataFrame, suite: str, colour: dict, ref: pd.DataFrame | None = None):
-    """Per-task sample-efficiency curves of one suite from `curve_table` rows."""
+def curves_figure(table: pd.DataFrame, suite: str, colour: dict, ref: pd.DataFrame | None = None,
+                  what: str = "evaluation return"):
+    """Per-task sample-efficiency curves of one suite from `curve_table` rows; `what` names the
+    measure (title and y axis)."""
     t = table[table["suite"] == suite]
     tasks = sorted(t["task"].unique())
     ncols = min(3, len(tasks))
@@ -207,13 +228,13 @@ def curves_figure(table: pd.DataFrame, suite: str, colour: dict, ref: pd.DataFra
                             color=colour.get(method, "0.5"))
         ax.set_title(task, fontsize=10)
         ax.set_xlabel("env steps (action repeat counted)")
-        ax.set_ylabel("eval return (episode sum)")
+        ax.set_ylabel(f"{what.split(',')[0]} (episode sum)")
         ax.xaxis.set_major_formatter(FuncFormatter(_steps_fmt))
         ax.grid(alpha=0.3)
     for ax in axes.flat[len(tasks):]:
         ax.set_visible(False)
     seeds = int(t["seeds"].max()) if len(t) else 0
-    fig.suptitle(f"{suite}: evaluation return\nmean and 95% bootstrap CI over {seeds} seed(s)"
+    fig.suptitle(f"{suite}: {what}\nmean and 95% bootstrap CI over {seeds} seed(s)"
                  + ("; dashed: the papers' curves (mean over their seeds)"
                     if ref is not None and len(ref) else ""), fontsize=11)
     _legend(fig, axes.flat[:len(tasks)], height)
@@ -243,7 +264,7 @@ def aggregate_figure(agg: pd.DataFrame, suite: str, colour: dict, tasks: list[st
     return fig
 
 
-def train_window(df: pd.DataFrame, budget: int, width: int = REF_WINDOW) -> pd.DataFrame:
+def train_window(df: pd.DataFrame, budget: int, width: int) -> pd.DataFrame:
     """Per (task, method, seed): the mean return of the training episodes that ended in
     (budget - width, budget]: the reference scores' per-seed value at a step (their returns
     are training-episode returns, ../shared/reference-scores/README.md, "window")."""
@@ -276,7 +297,8 @@ def budget_table(df: pd.DataFrame, suite: str, budgets: tuple[int, ...],
                  ref: pd.DataFrame | None = None) -> str:
     """Markdown: per budget, the eval return and the training-episode return over the last
     10k env steps (the reference scores' protocol), `mean ± std (seeds)` per task and method."""
-    window = _steps_fmt(REF_WINDOW)
+    width = ref_window(max(budgets))
+    window = _steps_fmt(width)
     lines = [f"## {suite}: returns at fixed budgets", "",
              "Mean ± std over seeds (number of seeds). *eval*: the last evaluation at or before "
              "the budget (within 10% of it). *train*: per seed, the mean return of the training "
@@ -287,7 +309,7 @@ def budget_table(df: pd.DataFrame, suite: str, budgets: tuple[int, ...],
     for budget in budgets:
         lines += ["", f"### {_steps_fmt(budget)} env steps: eval", ""]
         lines += _budget_rows(df, at_budget(df, budget), budget, methods, refs, ref)
-        train = train_window(df, budget)
+        train = train_window(df, budget, width)
         if len(train):
             lines += ["", f"### {_steps_fmt(budget)} env steps: train (last {window})", ""]
             lines += _budget_rows(df, train, budget, methods, refs, ref)
@@ -316,7 +338,8 @@ def plot_all(results: str | Path = "results", reference: str | Path | None = Non
             ref = ref[ref["task"].isin({benchmarks.reference_task(t) for t in sdf["task"]})]
         budgets = spec.table_budgets() if spec else (int(sdf["budget"].max()),)
         paths = {k: out / f"{suite}_{k}" for k in ("curves.png", "curves.csv", "aggregate.png",
-                                                     "aggregate.csv", "table.md")}
+                                                     "aggregate.csv", "table.md",
+                                                     "train_curves.png", "train_curves.csv")}
         table[table["suite"] == suite].to_csv(paths["curves.csv"], index=False,
                                               float_format="%.6g")
         fig = curves_figure(table, suite, colour, ref)
@@ -335,5 +358,15 @@ def plot_all(results: str | Path = "results", reference: str | Path | None = Non
         else:
             paths.pop("aggregate.png"), paths.pop("aggregate.csv")
         paths["table.md"].write_text(budget_table(sdf, suite, budgets, ref))
+        width = ref_window(max(budgets))
+        train = train_curve_table(sdf, width)
+        if len(train):  # like for like with the papers' curves (training-episode returns)
+            train.to_csv(paths["train_curves.csv"], index=False, float_format="%.6g")
+            fig = curves_figure(train, suite, colour, ref, what="training-episode return, "
+                                f"mean per {_steps_fmt(width)} env steps")
+            fig.savefig(paths["train_curves.png"], dpi=120)
+            plt.close(fig)
+        else:
+            paths.pop("train_curves.png"), paths.pop("train_curves.csv")
         written += list(paths.values())
     return written

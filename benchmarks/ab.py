@@ -10,7 +10,12 @@ ratio of the medians does not.
     python benchmarks/ab.py --base main~3 --head /path/to/other/checkout ...
 
 `--base` is a git revision (checked out into a temporary worktree) or a directory; `--head`
-defaults to this checkout. Both must have `Agent.train_step(batch, phase)`.
+defaults to this checkout. Both must have `Agent.train_step(batch, phase)`. `--compile-head all`
+runs the head's MLPs (every `nets.MLP`: encoder, decoder, heads, actor, critic and the RSSM's
+nets) through `torch.compile` (inductor, static shapes), `--compile-head batched` only those
+outside the RSSM (the nets that see whole [B, T] or imagined batches, not one step of a
+recurrence), so `--base . --compile-head all` is eager against compiled on the same code; the
+first update's time (it includes the compilation) is printed.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from worldzoo.config import apply_sets, get_recipe
 from worldzoo.perf import tune_allocator
 from worldzoo.trainer import env_factory
 
-recipe, preset, env_id, threads, sets = json.loads(sys.argv[1])
+recipe, preset, env_id, threads, sets, compiled = json.loads(sys.argv[1])
 tune_allocator()
 torch.set_num_threads(threads)
 torch.manual_seed(0)
@@ -54,6 +59,15 @@ env = env_factory(env_id, opts, 0, 0)()
 obs_space, act_space = env.observation_space, env.action_space
 env.close()
 agent = Agent(cfg, obs_space, act_space)
+if compiled:
+    import torch._dynamo
+    from worldzoo.nets import MLP
+    # one code object (MLP.forward) serves every net and shape: room for all their graphs
+    torch._dynamo.config.recompile_limit = 256
+    torch._dynamo.config.accumulated_recompile_limit = 4096
+    for name, module in agent.named_modules():
+        if isinstance(module, MLP) and (compiled == "all" or not name.startswith("wm.rssm.")):
+            module.compile(dynamic=False)
 t = cfg["train"]
 B, T = t["batch_size"], t["batch_length"]
 
@@ -104,8 +118,8 @@ def _checkout(rev: str, tmp: str) -> Path:
     return dest
 
 
-def _spawn(src: Path, args: argparse.Namespace) -> subprocess.Popen:
-    spec = json.dumps([args.recipe, args.preset, args.env, args.threads, args.set])
+def _spawn(src: Path, args: argparse.Namespace, compiled: str | None = None) -> subprocess.Popen:
+    spec = json.dumps([args.recipe, args.preset, args.env, args.threads, args.set, compiled])
     proc = subprocess.Popen([sys.executable, "-c", CHILD, spec, str(src)], cwd=src, text=True,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     if proc.stdout.readline().strip() != "ready":
@@ -125,14 +139,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--updates", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--compile-head", choices=("all", "batched"),
+                    help="torch.compile the head's MLPs: all, or those outside the RSSM "
+                         "(inductor; needs a C++ compiler on CPU)")
     args = ap.parse_args(argv)
     if args.updates < 1:
         ap.error(f"--updates must be at least 1, got {args.updates}")
     with tempfile.TemporaryDirectory() as tmp:
         base = _checkout(args.base, tmp)
         try:
-            procs = {"base": _spawn(base, args), "head": _spawn(Path(args.head), args)}
+            procs = {"base": _spawn(base, args),
+                     "head": _spawn(Path(args.head), args, args.compile_head)}
             times: dict[str, list[dict]] = {k: [] for k in procs}
+            first: dict[str, float] = {}
             for i in range(args.warmup + args.updates):
                 order = list(procs) if i % 2 else list(procs)[::-1]
                 for name in order:
@@ -141,6 +160,8 @@ def main(argv: list[str] | None = None) -> None:
                     row = json.loads(procs[name].stdout.readline())
                     if i >= args.warmup:
                         times[name].append(row)
+                    elif i == 0:
+                        first[name] = row["total"]
             for p in procs.values():
                 p.stdin.close()
                 p.wait()
@@ -150,7 +171,10 @@ def main(argv: list[str] | None = None) -> None:
                                 str(base)], capture_output=True)
     keys = list(times["head"][0])
     print(f"{args.recipe} {args.preset} ({' '.join(args.set)}), {args.updates} updates each, "
-          f"alternating; base={args.base} head={args.head}")
+          f"alternating; base={args.base} head={args.head}"
+          + (f" (compiled: {args.compile_head})" if args.compile_head else ""))
+    print("first update s (includes compilation): " + ", ".join(
+        f"{n} {v:.1f}" for n, v in first.items()))
     print("| checkout | " + " | ".join(f"{k} s" for k in keys) + " |")
     print("|---|" + "---|" * len(keys))
     med = {n: {k: statistics.median(r[k] for r in rows) for k in keys} for n, rows in times.items()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 
 import numpy as np
+import pytest
 import torch
 
 from worldzoo.benchmarks import speed
@@ -65,8 +66,6 @@ def test_ab_alternates_two_checkouts(capsys):
     same checkout twice, given as a directory: no git worktree needed)."""
     from pathlib import Path
 
-    import pytest
-
     from worldzoo.benchmarks import ab
 
     root = str(Path(__file__).resolve().parents[1])
@@ -80,3 +79,19 @@ def test_ab_alternates_two_checkouts(capsys):
         ab.main(["--base", root, "--updates", "0"])
     assert err.value.code == 2
     assert "--updates must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ab_compiled_head_runs(capsys):
+    """`--compile-head batched` compiles the head's nets outside the RSSM (inductor needs a C++
+    compiler: slow, and not in CI) and still reports both sides and the first-update times."""
+    from pathlib import Path
+
+    from worldzoo.benchmarks import ab
+
+    root = str(Path(__file__).resolve().parents[1])
+    ab.main(["--base", root, "--head", root, "--preset", "debug", "--env", "gym:CartPole-v1",
+             "--updates", "1", "--warmup", "1", "--threads", "1", "--compile-head", "batched"])
+    out = capsys.readouterr().out
+    assert "(compiled: batched)" in out and "first update s (includes compilation)" in out
+    assert "| head / base |" in out

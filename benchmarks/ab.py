@@ -158,10 +158,10 @@ def main(argv: list[str] | None = None) -> None:
                     procs[name].stdin.write(f"{i}\n")
                     procs[name].stdin.flush()
                     row = json.loads(procs[name].stdout.readline())
+                    if i == 0:
+                        first[name] = row["total"]
                     if i >= args.warmup:
                         times[name].append(row)
-                    elif i == 0:
-                        first[name] = row["total"]
             for p in procs.values():
                 p.stdin.close()
                 p.wait()

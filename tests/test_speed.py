@@ -75,6 +75,7 @@ def test_ab_alternates_two_checkouts(capsys):
     rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
     assert {"base", "head", "head / base", "paired ratio: median [p25, p75]"} <= rows.keys()
     assert "world_model s" in out and "total s" in out
+    assert "first update s (includes compilation): " in out and "(compiled" not in out
     with pytest.raises(SystemExit) as err:
         ab.main(["--base", root, "--updates", "0"])
     assert err.value.code == 2

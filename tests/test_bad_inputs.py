@@ -172,6 +172,7 @@ CASES = [
      r"train.gamma=1.5 is out of range; use a float in \(0, 1\]", None),
     ("plot-merge-without-runs", ["plot", "--merge"], "--merge needs --runs DIR", None),
     ("plot-label-without-runs", ["plot", "--label", "new"], "--label needs --runs DIR", None),
+    ("plot-method-without-runs", ["plot", "--method", "x"], "--method needs --runs DIR", None),
     ("set-precision-unknown", [*RUN, "--set", "train.precision=float16"],
      "train.precision='float16' is out of range; use one of float32, bfloat16", None),
     ("set-precision-world-models", ["run", "worldmodels", "--env", "gym:CartPole-v1", "--preset",

@@ -254,3 +254,50 @@ def test_plot_warns_when_a_suite_table_pools_other_settings(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "warning: runs r0 (config c1) and r1 (config c2) are both dreamerv3" in err
     assert (tmp_path / "plots" / "mysuite_curves.png").is_file()
+
+
+def _fake_run(root, name, label, seed, config, returns):
+    """A finished run directory as `worldzoo run --results root` leaves it (the files the
+    scores read: config.json, run.json, metrics.json)."""
+    import json
+
+    d = root / "runs" / name
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps({
+        "label": label, "env_id": "dmc:cartpole-balance", "seed": seed, "steps": 1000,
+        "preset": "small", "config": config}))
+    (d / "run.json").write_text(json.dumps({"status": "COMPLETED"}))
+    steps = [500 * (i + 1) for i in range(len(returns))]
+    (d / "metrics.json").write_text(json.dumps({
+        "eval_return": {"steps": steps, "values": returns},
+        "train_return": {"steps": steps, "values": returns}}))
+
+
+def test_plot_method_pools_runs_of_one_config_made_under_two_labels(tmp_path, capsys):
+    """Runs made with `--set train.train_ratio=160` before the preset adopted it, and runs of the
+    preset since: `--method` plots both sets as one method; other settings are refused."""
+    from worldzoo.cli import main
+    from worldzoo.config import get_recipe
+
+    cfg = get_recipe("dreamerv3", "small")
+    other = {**cfg, "train": {**cfg["train"], "train_ratio": 64.0}}
+    for seed in (0, 1):
+        _fake_run(tmp_path / "before", f"b{seed}", "dreamerv3[train.train_ratio=160]", seed, cfg,
+                  [10.0 + seed, 20.0])
+    for seed in (2, 3):
+        _fake_run(tmp_path / "since", f"s{seed}", "dreamerv3", seed, cfg, [30.0, 40.0 + seed])
+    _fake_run(tmp_path / "stale", "x4", "dreamerv3", 4, other, [1.0, 2.0])
+    out = str(tmp_path / "results")
+    assert main(["plot", "--results", out, "--runs", str(tmp_path / "before"),
+                 "--method", "dreamerv3"]) in (0, None)
+    assert main(["plot", "--results", out, "--runs", str(tmp_path / "since"), "--merge"]) in (
+        0, None)
+    df = pd.read_csv(tmp_path / "results" / "scores" / "adhoc.csv")
+    assert set(df["method"]) == {"dreamerv3"} and sorted(df["seed"].unique()) == [0, 1, 2, 3]
+    capsys.readouterr()
+    code = main(["plot", "--results", out, "--runs", str(tmp_path / "stale"), "--merge",
+                 "--method", "dreamerv3"])
+    err = capsys.readouterr().err
+    assert code != 0 and "made with different settings" in err and "--label" in err
+    assert sorted(pd.read_csv(tmp_path / "results" / "scores" / "adhoc.csv")["seed"].unique()) \
+        == [0, 1, 2, 3]  # the refused runs were not written

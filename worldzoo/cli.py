@@ -95,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--label", metavar="TEXT", help="with --runs: append TEXT to the method "
                     "of every run read from DIR (e.g. a code version), so runs of one recipe "
                     "made by two checkouts plot as two lines")
+    pl.add_argument("--method", metavar="NAME", help="with --runs: plot every run read from "
+                    "DIR as method NAME instead of its run label (e.g. runs made with an "
+                    "override that the preset has since adopted, beside runs of the preset); "
+                    "runs of other settings under one name are refused")
     return p
 
 
@@ -178,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "plot":
             from worldzoo import plots, scores
 
-            for flag in ("partial", "merge", "label"):
+            for flag in ("partial", "merge", "label", "method"):
                 if getattr(args, flag) and args.runs is None:
                     raise _user_errors()[0](f"--{flag} needs --runs DIR")
             if args.runs is not None:
@@ -187,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
                                             "pass the --results DIR the runs were made with")
                 df = scores.from_stores(args.runs, partial=args.partial)
                 df = df[df["suite"] == "adhoc"]
+                if args.method:
+                    df = df.assign(method=args.method)
                 if args.label:
                     df = df.assign(method=df["method"] + f" {args.label}")
                 path = Path(args.results) / "scores" / "adhoc.csv"

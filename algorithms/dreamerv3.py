@@ -47,8 +47,8 @@ L = size(deter=2048, units=768, layers=4, depth=64)
 # on the two threads of the 2-core machine, results/speed/): GRU 256, 128-unit single-layer
 # MLPs, 16 x 16 latent, sequences of 32, train ratio 160 (the released default is 32; DMC used
 # 512): 100k env steps of a DMC task with action repeat 2 are 15,500 updates, ~70 min on two
-# threads (over 90 on one). Ratio 160 against 128: 974 / 905 vs 774 +- 85 (4 seeds) at 100k
-# on cartpole-balance (README, evidence).
+# threads (over 90 on one). Ratio 160 against 128 at 100k on cartpole-balance: 957 +- 30
+# (974, 905, 975, 975) vs 774 +- 85, 4 seeds each (README, evidence).
 # Critic and actor learn 10x and 3.3x faster than the paper's 3e-5: under Adam an output moves
 # per step in proportion to its layer's width, these heads are 4x narrower than size S's and
 # get fewer updates per env step; at 3e-5 the critic's value stayed flat (README, evidence).

@@ -14,6 +14,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from _fakes import fake_batch, spaces
 
 import worldzoo
 from worldzoo.agent import Agent
@@ -26,7 +27,7 @@ DEVICE = os.environ.get("WORLDZOO_TEST_DEVICE", "cuda")
 pytestmark = pytest.mark.skipif(DEVICE.startswith("cuda") and not torch.cuda.is_available(),
                                 reason="torch sees no CUDA device")
 
-OBS = gym.spaces.Dict({"vector": gym.spaces.Box(-np.inf, np.inf, (5,), np.float32)})
+OBS = spaces("vector", "continuous")[0]
 
 
 @pytest.fixture(autouse=True)
@@ -47,22 +48,10 @@ def _agent(recipe: str, act_space: gym.Space, sets: tuple[str, ...] = ()) -> Age
     return Agent(cfg, OBS, act_space).to(DEVICE)
 
 
-def _batch(agent: Agent, seed: int = 0) -> dict[str, torch.Tensor]:
-    B, T = 4, 12
-    rng = np.random.default_rng(seed)
-    if agent.discrete:
-        action = np.eye(agent.action_dim, dtype=np.float32)[rng.integers(0, agent.action_dim,
-                                                                           (B, T))]
-    else:
-        action = rng.uniform(-1, 1, (B, T, agent.action_dim)).astype(np.float32)
-    first = np.zeros((B, T), bool)
-    first[:, 0] = first[1, 5] = True  # an episode start inside a sequence too
-    terminal = np.zeros((B, T), bool)
-    terminal[2, 7] = True
-    batch = {"vector": rng.standard_normal((B, T, 5), dtype=np.float32), "action": action,
-             "reward": rng.standard_normal((B, T), dtype=np.float32), "is_first": first,
-             "is_terminal": terminal}
-    return {k: torch.as_tensor(v, device=DEVICE) for k, v in batch.items()}
+def _batch(act_space: gym.Space) -> dict[str, torch.Tensor]:
+    """tests/_fakes.py's batch of sequences (episode starts and a terminal inside), on the
+    device."""
+    return {k: v.to(DEVICE) for k, v in fake_batch(OBS, act_space, b=4, t=12).items()}
 
 
 @pytest.mark.parametrize("recipe,act_space", [
@@ -76,8 +65,8 @@ def _batch(agent: Agent, seed: int = 0) -> dict[str, torch.Tensor]:
 def test_train_step_on_device(recipe, act_space):
     agent = _agent(recipe, act_space)
     before = {k: v.detach().clone() for k, v in agent.state_dict().items()}
-    for seed in range(2):
-        metrics = agent.train_step(_batch(agent, seed))
+    for _ in range(2):
+        metrics = agent.train_step(_batch(act_space))
     losses = {k: float(v) for k, v in metrics.items() if k.startswith("loss_")}
     assert {"loss_model", "loss_actor", "loss_critic"} <= losses.keys()
     assert all(math.isfinite(v) for v in losses.values()), losses
@@ -92,9 +81,9 @@ def test_train_step_on_device(recipe, act_space):
 def test_bfloat16_train_step_on_device():
     if DEVICE.startswith("cuda") and not torch.cuda.is_bf16_supported():
         pytest.skip("this GPU has no bfloat16")
-    agent = _agent("dreamerv3", gym.spaces.Box(-1, 1, (2,), np.float32),
-                   ("train.precision=bfloat16",))
-    metrics = agent.train_step(_batch(agent))
+    act_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+    agent = _agent("dreamerv3", act_space, ("train.precision=bfloat16",))
+    metrics = agent.train_step(_batch(act_space))
     assert all(math.isfinite(float(v)) for k, v in metrics.items() if k.startswith("loss_"))
     # the nets return float32 under autocast: the recurrent state and losses stay float32
     assert all(p.dtype == torch.float32 for p in agent.parameters())

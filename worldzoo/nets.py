@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from worldzoo import gemm
+
 _LOW = (torch.bfloat16, torch.float16)
 
 
@@ -69,8 +71,16 @@ def norm_layer(name: str, dim: int) -> nn.Module:
     raise ValueError(f"unknown norm '{name}'; known: none, layer, rms")
 
 
+class Linear(nn.Linear):
+    """`nn.Linear` (same parameters, same checkpoints) on the process's CPU GEMM backend
+    (`worldzoo.gemm`: oneDNN where MKL is slow); elsewhere exactly `nn.Linear`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return gemm.linear(x, self.weight, self.bias)
+
+
 def linear_block(inp: int, out: int, act: str, norm: str,
-                 linear: type[nn.Linear] = nn.Linear) -> list[nn.Module]:
+                 linear: type[nn.Linear] = Linear) -> list[nn.Module]:
     """Linear (no bias when normed) -> norm -> act."""
     return [linear(inp, out, bias=norm == "none"), norm_layer(norm, out), act_layer(act)]
 
@@ -83,7 +93,7 @@ class MLP(nn.Sequential):
     def __init__(
         self, inp: int, out: int | None, layers: int, units: int,
         act: str = "elu", norm: str = "none", out_init: str = "default",
-        linear: type[nn.Linear] = nn.Linear,
+        linear: type[nn.Linear] = Linear,
     ) -> None:
         mods: list[nn.Module] = []
         for i in range(layers):
@@ -150,7 +160,7 @@ class ConvDecoder(nn.Module):
         stages = int(round(math.log2(h / minres)))
         self.minres, self.ch = minres, depth * 2 ** (stages - 1)
         self.shape = shape
-        self.inp = nn.Linear(inp, self.ch * minres * minres)
+        self.inp = Linear(inp, self.ch * minres * minres)
         mods: list[nn.Module] = []
         ch = self.ch
         for i in range(stages):

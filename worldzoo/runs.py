@@ -235,6 +235,16 @@ def pipeline(cfg: Config):
     return table[name]
 
 
+def _check_cpu_gemm() -> str:
+    """The CPU GEMM backend (`worldzoo.gemm`; WORLDZOO_CPU_GEMM), a bad name refused here."""
+    from worldzoo import gemm
+
+    try:
+        return gemm.cpu_gemm()
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
 def run(recipe: str | None = None, env: str | None = None, *, steps: int | None = None,
         seed: int | None = None, preset: str | None = None,
         sets: list[str] | tuple[str, ...] = (), results: str | Path = "results",
@@ -250,6 +260,7 @@ def run(recipe: str | None = None, env: str | None = None, *, steps: int | None 
     `tags`: extra config entries saved with the run (the benchmark harness stores its suite and
     method label there)."""
     from sacred import SETTINGS, Experiment
+    from sacred.host_info import host_info_gatherer
     from sacred.utils import apply_backspaces_and_linefeeds
 
     if steps is not None and (isinstance(steps, bool) or int(steps) < 1):
@@ -305,13 +316,17 @@ def run(recipe: str | None = None, env: str | None = None, *, steps: int | None 
     from worldzoo.agent import check_precision
 
     check_precision(meta["config"]["train"].get("precision", "float32"), dev)
+    _check_cpu_gemm()
     try:
         basedir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"cannot create results directory {basedir}: {e.strerror}; pass "
                           "--results DIR with a writable directory") from None
     SETTINGS.CAPTURE_MODE = "sys"
-    ex = Experiment("worldzoo", interactive=True, save_git_info=False)
+    # run.json's host.cpu_gemm: the backend of this run's float32 CPU linears
+    gemm_info = host_info_gatherer("cpu_gemm")(_check_cpu_gemm)
+    ex = Experiment("worldzoo", interactive=True, save_git_info=False,
+                    additional_host_info=[gemm_info])
     ex.captured_out_filter = apply_backspaces_and_linefeeds
     files = _observer(basedir, resume is not None)
     ex.observers.append(files)

@@ -23,15 +23,20 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from worldzoo import gemm
+from worldzoo.nets import Linear
+
 
 class _Tape:
-    """One unroll of one layer: the row-major weight copy, every step's input and output
-    gradient, and `token`, a scalar every step reads so that autograd runs `_Collect`'s
-    backward once, after all the steps' backwards."""
+    """One unroll of one layer: the row-major weight copy (MKL only: oneDNN takes W as it is,
+    `worldzoo.gemm`), every step's input and output gradient, and `token`, a scalar every step
+    reads so that autograd runs `_Collect`'s backward once, after all the steps' backwards."""
 
     def __init__(self, layer: nn.Linear) -> None:
         self.layer, self.version = layer, layer.weight._version
-        self.weight_t = layer.weight.detach().t().contiguous()
+        weight = layer.weight.detach()
+        self.onednn = gemm.uses_onednn(weight, weight)
+        self.weight_t = None if self.onednn else weight.t().contiguous()
         self.inputs: list[torch.Tensor] = []
         self.grads: dict[int, torch.Tensor] = {}
         params = (layer.weight,) if layer.bias is None else (layer.weight, layer.bias)
@@ -56,7 +61,7 @@ class _Collect(torch.autograd.Function):
             return None, None, None
         g = torch.cat(grads)
         x = torch.cat([tape.inputs[i] for i in steps])
-        return None, g.t() @ x, g.sum(0) if ctx.has_bias else None
+        return None, gemm.matmul_nt(g.t(), x.t()), g.sum(0) if ctx.has_bias else None
 
 
 class _Step(torch.autograd.Function):
@@ -68,9 +73,10 @@ class _Step(torch.autograd.Function):
         ctx.tape, ctx.index = tape, len(tape.inputs)
         tape.inputs.append(x.detach())
         bias = tape.layer.bias
-        if bias is not None:
-            return torch.addmm(bias.detach(), x, tape.weight_t)
-        return x @ tape.weight_t
+        bias = None if bias is None else bias.detach()
+        if tape.onednn:
+            return gemm.matmul_nt(x, tape.layer.weight.detach(), bias)
+        return x @ tape.weight_t if bias is None else torch.addmm(bias, x, tape.weight_t)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -79,11 +85,12 @@ class _Step(torch.autograd.Function):
             raise RuntimeError("a StepLinear weight was modified in place between the unroll "
                                "and its backward; step the optimiser after backward()")
         tape.grads[ctx.index] = grad
-        grad_x = grad @ tape.layer.weight.detach() if ctx.needs_input_grad[0] else None
+        weight = tape.layer.weight.detach()
+        grad_x = gemm.matmul_nt(grad, weight.t()) if ctx.needs_input_grad[0] else None
         return grad_x, tape.token.new_zeros(()), None
 
 
-class StepLinear(nn.Linear):
+class StepLinear(Linear):
     """`nn.Linear` that, inside `unrolled`, computes as the module docstring says, when its
     weight has at least `min_weight` entries: below that (DreamerV1's 200-unit layers) the
     custom autograd nodes cost more than they save (measured in-process on the 2-core CPU,

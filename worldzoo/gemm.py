@@ -1,0 +1,160 @@
+"""The CPU matrix multiply behind every `nets.Linear` (and `unroll.StepLinear`): MKL, which
+`torch.mm` and `nn.Linear` call on the CPU, or oneDNN, which PyTorch ships beside it.
+
+MKL picks its kernels by CPU vendor: on an AMD EPYC (Zen 5, AVX-512) it ran a 2048^2 fp32
+matmul at ~190 GFLOP/s on 2 threads where oneDNN's AVX-512 kernels ran the same product at
+~440, the cores' FMA peak, and the learner's [1024-16384, 256-1280] products 2.2-2.7x faster
+(results/speed/dreamerv3_cpu.md). On the Intel Xeon this project was first measured on, MKL
+reached 260-330. So the backend is chosen per machine:
+
+- `WORLDZOO_CPU_GEMM=auto` (the default): time both on one learner-sized product once per
+  process (~0.1 s) and take oneDNN only where it is at least `AUTO_MARGIN` times faster, so
+  that a machine where the two are close stays on torch's default, run after run;
+- `WORLDZOO_CPU_GEMM=mkl` or `onednn`: that one (`set_cpu_gemm` does the same in code).
+
+Both compute in float32 with float32 accumulation (oneDNN's strict fp32 mode, no bf16
+down-conversion): same maths, not the same bits. Only float32 CPU tensors outside autocast
+use oneDNN here; CUDA, float64 and autocast's bf16 (which PyTorch already sends to oneDNN)
+go through `torch` as before.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import torch
+import torch.nn.functional as F
+
+BACKENDS = ("auto", "mkl", "onednn")
+AUTO_MARGIN = 1.25
+ENV = "WORLDZOO_CPU_GEMM"
+
+_resolved: str | None = None
+_rates: dict[str, float] = {}
+
+
+def onednn_available() -> bool:
+    """Whether this PyTorch build can run float32 products on oneDNN."""
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def _dense(t: torch.Tensor) -> torch.Tensor:
+    """`t`, copied where a dim of size > 1 has stride 0 (an `expand`): oneDNN multiplies
+    those ~100x slower than the copy costs (a [16, 256] expanded state: 14 ms vs 0.1 ms)."""
+    if any(st == 0 and n > 1 for st, n in zip(t.stride(), t.shape)):
+        return t.contiguous()
+    return t
+
+
+def _nt(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """oneDNN's `a @ b^T (+ bias)` for 2-D `a` [M, K] and `b` [N, K] (any strides)."""
+    return torch.ops.mkldnn._linear_pointwise(_dense(a), _dense(b), bias, "none", [], "")
+
+
+def _register_flops() -> None:
+    """Count oneDNN's product as torch.utils.flop_counter counts `mm` (the speed benchmark's
+    FLOPs per update): 2 M K N."""
+    from torch.utils.flop_counter import register_flop_formula
+
+    @register_flop_formula(torch.ops.mkldnn._linear_pointwise)
+    def _flops(x_shape, w_shape, *args, **kwargs) -> int:
+        return 2 * math.prod(x_shape[:-1]) * x_shape[-1] * w_shape[0]
+
+
+if onednn_available():
+    _register_flops()
+
+
+def rates(n: int = 1024, k: int = 1024, m: int = 256, reps: int = 5) -> dict[str, float]:
+    """GFLOP/s of `[n, k] @ [k, m]^T` in float32 on this process's threads, per backend
+    (the median of `reps` timings after one warm-up); oneDNN is left out where missing."""
+    a, w = torch.randn(n, k), torch.randn(m, k)
+    fns = {"mkl": lambda: F.linear(a, w)}
+    if onednn_available():
+        fns["onednn"] = lambda: _nt(a, w, None)
+    out = {}
+    for name, fn in fns.items():
+        fn()
+        times = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        out[name] = 2 * n * k * m / sorted(times)[reps // 2] / 1e9
+    return out
+
+
+def set_cpu_gemm(name: str) -> str:
+    """Use `name` (auto | mkl | onednn) from now on in this process; returns the backend that
+    `auto` resolved to (it measures both once)."""
+    global _resolved
+    if name not in BACKENDS:
+        raise ValueError(f"unknown CPU GEMM backend '{name}'; known: {', '.join(BACKENDS)} "
+                         f"(set {ENV} to one of them)")
+    if name == "onednn" and not onednn_available():
+        raise ValueError("CPU GEMM backend 'onednn' asked for, but this PyTorch build has no "
+                         "oneDNN (torch.backends.mkldnn.is_available() is False); use 'mkl'")
+    if name == "auto":
+        _rates.clear()
+        _rates.update(rates())
+        fast = _rates.get("onednn", 0.0) >= AUTO_MARGIN * _rates["mkl"]
+        name = "onednn" if fast else "mkl"
+    _resolved = name
+    return name
+
+
+def cpu_gemm() -> str:
+    """The backend in use (resolving `WORLDZOO_CPU_GEMM`, default auto, on first call)."""
+    if _resolved is None:
+        set_cpu_gemm(os.environ.get(ENV, "auto") or "auto")
+    return _resolved
+
+
+def probe_rates() -> dict[str, float]:
+    """The GFLOP/s that `auto` measured (empty if the backend was named, not measured)."""
+    return dict(_rates)
+
+
+def uses_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether `x @ weight^T` goes to oneDNN here (float32 CPU tensors, no autocast)."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 == weight.dtype
+            and not torch.is_autocast_enabled("cpu") and cpu_gemm() == "onednn")
+
+
+def matmul_nt(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
+              backend: str | None = None) -> torch.Tensor:
+    """`a @ b^T (+ bias)` for 2-D tensors, without autograd (custom backward passes use it),
+    on the process's backend or the one named."""
+    if backend == "onednn" or (backend is None and uses_onednn(a, b)):
+        return _nt(a, b, bias)
+    return torch.addmm(bias, a, b.t()) if bias is not None else a @ b.t()
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    """`F.linear` by oneDNN: the forward and both gradients (input: g @ W, weight: g^T x)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+        x2 = x.reshape(-1, x.shape[-1])
+        ctx.save_for_backward(x2, weight)
+        ctx.shape, ctx.has_bias = x.shape, bias is not None
+        return _nt(x2, weight, bias).reshape(*x.shape[:-1], weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x2, weight = ctx.saved_tensors
+        g = grad.reshape(-1, grad.shape[-1])
+        need_x, need_w, need_b = ctx.needs_input_grad
+        grad_x = _nt(g, weight.t(), None).reshape(ctx.shape) if need_x else None
+        grad_w = _nt(g.t(), x2.t(), None) if need_w else None
+        grad_b = g.sum(0) if ctx.has_bias and need_b else None
+        return grad_x, grad_w, grad_b
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """`F.linear(x, weight, bias)` on the process's CPU GEMM backend."""
+    if x.dim() >= 2 and uses_onednn(x, weight):
+        return _OneDNNLinear.apply(x, weight, bias)
+    return F.linear(x, weight, bias)

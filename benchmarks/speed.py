@@ -257,7 +257,9 @@ def main() -> None:
     text = (f"Machine: {machine(a.device)}. Env {a.env}. Median of up to {a.updates} updates "
             f"after 2 warm-up ones; phases are medians too. FLOPs: torch.utils.flop_counter "
             f"(matmuls and convolutions). Peak: median rate of 2048^2 matmuls in the row's "
-            f"precision, in the same process just before and after the updates. Loop env "
+            f"precision (float32 on the CPU: the faster of MKL and oneDNN), in the same process "
+            f"just before and after the updates; gemm: the backend of the update's float32 "
+            f"CPU linears (worldzoo.gemm). Loop env "
             f"steps/s: acting + updates at the recipe's train ratio. No compilation (compile "
             f"time 0).\n\n"
             f"{to_markdown(rows)}\n")

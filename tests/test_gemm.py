@@ -137,3 +137,16 @@ def test_auto_picks_a_backend_and_keeps_its_measurement():
             assert rates["onednn"] >= gemm.AUTO_MARGIN * rates["mkl"]
     finally:
         gemm.set_cpu_gemm(before)
+
+
+def test_cli_refuses_a_bad_backend_name_before_writing(tmp_path, monkeypatch, capsys):
+    from worldzoo import cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(gemm.ENV, "fast")
+    monkeypatch.setattr(gemm, "_resolved", None)
+    code = cli.main(["run", "dreamerv1", "--env", "gym:Pendulum-v1", "--preset", "debug"])
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert code == 2 and len(lines) == 1, lines
+    assert "unknown CPU GEMM backend 'fast'" in lines[0] and "WORLDZOO_CPU_GEMM" in lines[0]
+    assert not any(tmp_path.iterdir())

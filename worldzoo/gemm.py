@@ -118,9 +118,11 @@ def probe_rates() -> dict[str, float]:
 
 
 def uses_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether `x @ weight^T` goes to oneDNN here (float32 CPU tensors, no autocast)."""
+    """Whether `x @ weight^T` goes to oneDNN here (float32 CPU tensors, no autocast, not
+    inside `torch.compile`, whose inductor lowers linears to its own kernels)."""
     return (x.device.type == "cpu" and x.dtype == torch.float32 == weight.dtype
-            and not torch.is_autocast_enabled("cpu") and cpu_gemm() == "onednn")
+            and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()
+            and cpu_gemm() == "onednn")
 
 
 def matmul_nt(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,

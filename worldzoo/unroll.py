@@ -74,7 +74,7 @@ class _Step(torch.autograd.Function):
         tape.inputs.append(x.detach())
         bias = tape.layer.bias
         bias = None if bias is None else bias.detach()
-        if tape.onednn:
+        if tape.onednn:  # (under torch.compile matmul_nt falls back to torch's own)
             return gemm.matmul_nt(x, tape.layer.weight.detach(), bias)
         return x @ tape.weight_t if bias is None else torch.addmm(bias, x, tape.weight_t)
 

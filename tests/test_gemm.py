@@ -150,3 +150,17 @@ def test_cli_refuses_a_bad_backend_name_before_writing(tmp_path, monkeypatch, ca
     assert code == 2 and len(lines) == 1, lines
     assert "unknown CPU GEMM backend 'fast'" in lines[0] and "WORLDZOO_CPU_GEMM" in lines[0]
     assert not any(tmp_path.iterdir())
+
+
+@needs_onednn
+@pytest.mark.parametrize("backend", ["onednn"], indirect=True)
+def test_onednn_without_gradients_and_few_rows(backend):
+    """Acting: no autograd node without gradients; under MIN_ROWS rows torch's own product."""
+    w, b = torch.randn(19, 33), torch.randn(19)
+    x = torch.randn(8, 33)
+    with torch.no_grad():
+        out = gemm.linear(x, w, b)
+    assert out.grad_fn is None
+    torch.testing.assert_close(out, F.linear(x, w, b), rtol=1e-5, atol=1e-5)
+    one = torch.randn(1, 33)
+    assert torch.equal(gemm.linear(one, w, b), F.linear(one, w, b))

@@ -54,6 +54,11 @@ def _nt(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None) -> torch.Te
     return torch.ops.mkldnn._linear_pointwise(_dense(a), _dense(b), bias, "none", [], "")
 
 
+def _nd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """`_nt` over the leading dims of `x` [..., K]: `F.linear`'s shapes."""
+    return _nt(x.reshape(-1, x.shape[-1]), weight, bias).reshape(*x.shape[:-1], weight.shape[0])
+
+
 def _register_flops() -> None:
     """Count oneDNN's product as torch.utils.flop_counter counts `mm` (the speed benchmark's
     FLOPs per update): 2 M K N."""
@@ -132,7 +137,7 @@ def matmul_nt(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None
     on the process's backend or the one named."""
     if backend == "onednn" or (backend is None and uses_onednn(a, b)):
         return _nt(a, b, bias)
-    return torch.addmm(bias, a, b.t()) if bias is not None else a @ b.t()
+    return F.linear(a, b, bias)
 
 
 class _OneDNNLinear(torch.autograd.Function):
@@ -140,10 +145,9 @@ class _OneDNNLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
-        x2 = x.reshape(-1, x.shape[-1])
-        ctx.save_for_backward(x2, weight)
+        ctx.save_for_backward(x.reshape(-1, x.shape[-1]), weight)
         ctx.shape, ctx.has_bias = x.shape, bias is not None
-        return _nt(x2, weight, bias).reshape(*x.shape[:-1], weight.shape[0])
+        return _nd(x, weight, bias)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -166,5 +170,4 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad
                                        for t in (x, weight, bias)):
         return _OneDNNLinear.apply(x, weight, bias)
-    out = _nt(x.reshape(-1, x.shape[-1]), weight, bias)
-    return out.reshape(*x.shape[:-1], weight.shape[0])
+    return _nd(x, weight, bias)

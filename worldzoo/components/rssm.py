@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from worldzoo.components import rssm_fused
 from worldzoo.dists import sample_onehot
 from worldzoo.nets import MLP, full_precision, linear_block
 from worldzoo.registry import define_slot, register
@@ -111,9 +112,11 @@ class RSSM(nn.Module):
         """The state every episode starts from: zeros, or (initial=learned) tanh(w) with the
         prior's mode as stoch; gradients reach w through the episodes' first steps."""
         if self.init_deter is None:
-            zeros = torch.zeros(batch, self.deter, device=device)
-            state = {"deter": zeros, "stoch": torch.zeros(batch, self.stoch_dim, device=device)}
-            state.update(self._stats(torch.zeros(batch, self.prior_net.out_dim, device=device)))
+            like = {"device": device, "dtype": self.cell.weight_ih.dtype if isinstance(
+                self.cell, nn.GRUCell) else self.cell.linear.weight.dtype}
+            zeros = torch.zeros(batch, self.deter, **like)
+            state = {"deter": zeros, "stoch": torch.zeros(batch, self.stoch_dim, **like)}
+            state.update(self._stats(torch.zeros(batch, self.prior_net.out_dim, **like)))
             return state
         deter = torch.tanh(self.init_deter).expand(batch, -1)
         stats = self._stats(self.prior_net(deter))
@@ -165,6 +168,13 @@ class RSSM(nn.Module):
         init = self.initial(B, embed.device)
         if state is None:
             state = init
+        if rssm_fused.fusable(self, embed):  # V2/V3: the whole unroll as one node
+            deter_seq, logits, stoch = rssm_fused.observe(
+                self, embed, clip_action(action, self.action_clip), is_first,
+                state["deter"], state["stoch"], init)
+            prior = self._prior(deter_seq, sample=False)
+            prior["deter"] = deter_seq
+            return {"stoch": stoch, "logits": logits, "deter": deter_seq}, prior
         deters, posts = [], []
         deter, stoch = state["deter"], state["stoch"]
         starts = is_first.any(0).tolist()  # one host sync per batch, not one per step

@@ -1,0 +1,113 @@
+"""worldzoo.components.rssm_fused: the one-node posterior unroll gives the autograd unroll's
+samples, values and gradients (float64, so that only summation order differs)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from worldzoo.components import rssm_fused
+from worldzoo.components.rssm import CategoricalRSSM, GaussianRSSM
+
+
+def _rssm(unimix: float, initial: str, act: str = "silu") -> CategoricalRSSM:
+    torch.manual_seed(0)
+    rssm = CategoricalRSSM(embed=6, action=2, stoch=4, classes=5, deter=8, hidden=7, act=act,
+                           norm="layer", cell="norm_gru", unimix=unimix, initial=initial,
+                           action_clip=1.0).double()
+    with torch.no_grad():  # non-trivial LayerNorm affines and initial state
+        for name, p in rssm.named_parameters():
+            if "norm" in name or name.startswith(("img_in.1", "post_net.1", "init")):
+                p.add_(0.3 * torch.randn_like(p))
+    return rssm
+
+
+def _inputs():
+    g = torch.Generator().manual_seed(1)
+    B, T = 3, 9
+    embed = torch.randn(B, T, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    action = (1.5 * torch.randn(B, T, 2, generator=g, dtype=torch.float64)).requires_grad_()
+    is_first = torch.zeros(B, T, dtype=torch.bool)
+    is_first[:, 0] = True
+    is_first[1, 4] = is_first[2, 6] = True  # episodes starting mid-sequence
+    w = [torch.randn(B, T, *s, generator=g, dtype=torch.float64) for s in ((8,), (4, 5), (20,))]
+    return embed, action, is_first, w
+
+
+def _run(rssm, fused: bool, monkeypatch, state=None):
+    monkeypatch.setattr(rssm_fused, "ENABLED", fused)
+    embed, action, is_first, (wd, wl, ws) = _inputs()
+    rssm.zero_grad()
+    torch.manual_seed(7)
+    post, prior = rssm.observe(embed, action, is_first, state)
+    loss = ((post["deter"] * wd).sum() + (post["logits"] * wl).sum()
+            + (post["stoch"] * ws).sum() + (prior["logits"] * wl).sum()
+            + rssm.kl(post, prior).pow(2).sum())
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in rssm.named_parameters() if p.grad is not None}
+    grads.update(embed=embed.grad, action=action.grad)
+    return post, grads
+
+
+@pytest.mark.parametrize("unimix,initial,act", [(0.01, "learned", "silu"), (0.0, "zeros", "elu"),
+                                                (0.1, "zeros", "silu")])
+def test_fused_observe_matches_autograd(monkeypatch, unimix, initial, act):
+    rssm = _rssm(unimix, initial, act)
+    embed = torch.zeros(3, 9, 6, dtype=torch.float64)
+    assert rssm_fused.fusable(rssm, embed)
+    ref_post, ref = _run(rssm, False, monkeypatch)
+    post, got = _run(rssm, True, monkeypatch)
+    assert torch.equal(post["stoch"], ref_post["stoch"].round())  # the same samples
+    for key in ("deter", "logits"):
+        torch.testing.assert_close(post[key], ref_post[key], rtol=1e-10, atol=1e-12)
+    assert got.keys() == ref.keys()
+    assert "init_deter" in ref or initial == "zeros"
+    for name in ref:
+        torch.testing.assert_close(got[name], ref[name], rtol=1e-9, atol=1e-11, msg=name)
+
+
+def test_fused_observe_from_a_given_state(monkeypatch):
+    rssm = _rssm(0.01, "zeros")
+    g = torch.Generator().manual_seed(3)
+    deter = torch.randn(3, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    stoch = torch.rand(3, 20, generator=g, dtype=torch.float64, requires_grad=True)
+    outs = []
+    for fused in (False, True):
+        deter.grad = stoch.grad = None
+        _run(rssm, fused, monkeypatch, {"deter": deter, "stoch": stoch})
+        outs.append((deter.grad.clone(), stoch.grad.clone()))
+    for a, b in zip(*outs):
+        torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-11)
+
+
+def test_fused_observe_float32_and_retained_graph(monkeypatch):
+    rssm = _rssm(0.01, "learned").float()
+    embed = torch.randn(2, 5, 6, requires_grad=True)
+    post, prior = rssm.observe(embed, torch.zeros(2, 5, 2), torch.ones(2, 5, dtype=torch.bool))
+    assert post["deter"].grad_fn.name().startswith("_Observe")
+    loss = post["deter"].sum() + post["logits"].exp().sum() + post["stoch"].sum()
+    loss.backward(retain_graph=True)
+    first = embed.grad.clone()
+    loss.backward()
+    torch.testing.assert_close(embed.grad, 2 * first)
+
+
+def test_weight_changed_before_backward_is_refused():
+    rssm = _rssm(0.01, "zeros")
+    embed = torch.randn(2, 4, 6, dtype=torch.float64, requires_grad=True)
+    post, _ = rssm.observe(embed, torch.zeros(2, 4, 2, dtype=torch.float64),
+                           torch.ones(2, 4, dtype=torch.bool))
+    with torch.no_grad():
+        rssm.cell.linear.weight.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        post["deter"].sum().backward()
+
+
+def test_other_layouts_keep_the_autograd_unroll():
+    x = torch.zeros(2, 3, 6)
+    assert not rssm_fused.fusable(_rssm(0.01, "zeros", "relu").float(), x)
+    assert not rssm_fused.fusable(GaussianRSSM(6, 2, 4, 8, 7, "silu", "layer", "norm_gru"), x)
+    assert not rssm_fused.fusable(CategoricalRSSM(6, 2, 4, 5, 8, 7, "silu", "none"), x)
+    rssm = _rssm(0.01, "zeros").float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not rssm_fused.fusable(rssm, x)

@@ -1,0 +1,255 @@
+"""The categorical RSSM's posterior unroll (`observe`) as one autograd node, as cuDNN runs an
+RNN: a forward loop over the steps that records no graph, and a hand-written backward through
+time. Each step is ~25 small ops on [B, x] tensors (B = 16), where per-op cost rules: recording
+the graph took about as long as the ops themselves, and autograd's engine added as much again
+in the backward. Same maths as `RSSM.observe`, not the same bits (float32 summation order):
+
+- the projections of the inputs that do not depend on the recurrence (the previous action's
+  columns of `img_in`, the embedding's columns of the posterior net) run once over all [B, T]
+  before the loop (one matmul each, no per-step concatenation), as do their gradients after;
+- every weight (and LayerNorm scale/shift) gradient is one reduction over all steps at the end.
+
+`fusable(rssm)` says when this path applies: the categorical latent (any unimix) with the
+NormGRU cell and LayerNorm + SiLU or ELU blocks in `img_in` and the posterior net (DreamerV2
+and V3), float32 or float64, no autocast, not inside `torch.compile`. Elsewhere `observe` runs
+the autograd unroll. The backward supports `retain_graph`, not double backward.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from worldzoo import gemm
+from worldzoo.dists import sample_onehot
+
+ENABLED = True  # tests and benchmarks switch the fused path off here
+
+
+def _act_kind(module: nn.Module) -> str | None:
+    if type(module) is nn.SiLU:
+        return "silu"
+    if type(module) is nn.ELU and module.alpha == 1.0 and not module.inplace:
+        return "elu"
+    return None
+
+
+def _block_ok(block: list[nn.Module], act: str | None) -> bool:
+    """Linear (no bias) -> LayerNorm (affine) -> the activation `act`."""
+    lin, norm, a = block
+    return (isinstance(lin, nn.Linear) and lin.bias is None and type(norm) is nn.LayerNorm
+            and norm.elementwise_affine and norm.bias is not None
+            and _act_kind(a) is not None and _act_kind(a) == act)
+
+
+def fusable(rssm: nn.Module, x: torch.Tensor) -> bool:
+    """Whether `rssm.observe` on inputs like `x` can run as one node (module docstring)."""
+    from worldzoo.components.rssm import CategoricalRSSM, NormGRUCell  # (imports this)
+
+    if not ENABLED or not isinstance(rssm, CategoricalRSSM) or x.dim() != 3 \
+            or x.dtype not in (torch.float32, torch.float64):
+        return False
+    if torch.is_autocast_enabled(x.device.type) or torch.compiler.is_compiling():
+        return False
+    img, post = list(rssm.img_in), list(rssm.post_net)
+    if len(img) != 3 or len(post) != 4 or not isinstance(rssm.cell, NormGRUCell):
+        return False
+    act = _act_kind(img[2])
+    return (_block_ok(img, act) and _block_ok(post[:3], act) and isinstance(post[3], nn.Linear)
+            and post[3].bias is not None and rssm.cell.norm.bias is not None)
+
+
+class _Weight:
+    """One weight block W [out, in] of a step: `fwd(x, add)` = x @ W^T + add and `bwd(g)` =
+    g @ W at every step, on the process's CPU GEMM backend (MKL: by a row-major W^T, made once
+    per unroll, as `worldzoo.unroll`), and `grad(G, X)` = G^T X over all steps at the end."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        self.w = weight.contiguous()
+        self.onednn = gemm.uses_onednn(self.w, self.w)
+        self.wt = None if self.onednn else self.w.t().contiguous()
+
+    def fwd(self, x: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
+        if self.onednn:
+            y = gemm.matmul_nt(x, self.w, None, "onednn")
+            return y if add is None else y.add_(add)
+        return x @ self.wt if add is None else torch.addmm(add, x, self.wt)
+
+    def bwd(self, g: torch.Tensor) -> torch.Tensor:
+        return gemm.matmul_nt(g, self.w.t())
+
+    @staticmethod
+    def grad(gs: list[torch.Tensor], xs: list[torch.Tensor]) -> torch.Tensor:
+        return gemm.matmul_nt(torch.cat(gs).t(), torch.cat(xs).t())
+
+
+def _act(kind: str, x: torch.Tensor) -> torch.Tensor:
+    return F.silu(x) if kind == "silu" else F.elu(x)
+
+
+def _act_backward(kind: str, grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    if kind == "silu":
+        return torch.ops.aten.silu_backward(grad, x)
+    return torch.ops.aten.elu_backward(grad, 1.0, 1, 1, False, x)
+
+
+def _norm_backward(grad, x, mean, rstd, norm: nn.LayerNorm) -> torch.Tensor:
+    return torch.ops.aten.native_layer_norm_backward(
+        grad, x, norm.normalized_shape, mean, rstd, norm.weight, norm.bias,
+        [True, False, False])[0]
+
+
+def _affine_grads(gs, xs, means, rstds) -> tuple[torch.Tensor, torch.Tensor]:
+    """A LayerNorm's scale and shift gradients over all steps: sum(g * xhat), sum(g)."""
+    g = torch.cat(gs)
+    xhat = (torch.cat(xs) - torch.cat(means)) * torch.cat(rstds)
+    return (g * xhat).sum(0), g.sum(0)
+
+
+class _Observe(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, rssm, is_first, starts, pa, pe, h0, z0, init_h, init_z, *params):
+        w_in, w_gru, w_post, w_out, b_out = params[:5]
+        n_in, n_gru, n_post = rssm.img_in[1], rssm.cell.norm, rssm.post_net[1]
+        act = _act_kind(rssm.img_in[2])
+        S, D, H = rssm.stoch_dim, rssm.deter, w_in.shape[0]
+        k, K, eps = rssm.stoch, rssm.classes, rssm.unimix
+        lin_s, lin_g = _Weight(w_in[:, :S]), _Weight(w_gru)
+        lin_d, lin_o = _Weight(w_post[:, :D]), _Weight(w_out)
+        B, T = is_first.shape
+        first = is_first.to(h0.dtype).unsqueeze(-1)  # [B, T, 1]
+        pa_t, pe_t = pa.transpose(0, 1).contiguous(), pe.transpose(0, 1).contiguous()
+        rec = {name: [] for name in (
+            "z", "u1", "m1", "r1", "n1", "xh", "ug", "mg", "rg", "reset", "cand", "new", "upd",
+            "h", "u2", "m2", "r2", "n2", "y", "soft", "probs")}
+        h, z = h0, z0
+        deters, logits, stochs = [], [], []
+        for t in range(T):
+            if starts[t]:
+                f = first[:, t]
+                h, z = h * (1.0 - f) + init_h * f, z * (1.0 - f) + init_z * f
+            u1 = lin_s.fwd(z, pa_t[t])
+            n1, m1, r1 = torch.native_layer_norm(u1, (H,), n_in.weight, n_in.bias, n_in.eps)
+            xh = torch.cat([_act(act, n1), h], -1)
+            ug = lin_g.fwd(xh)
+            ng, mg, rg = torch.native_layer_norm(ug, (3 * D,), n_gru.weight, n_gru.bias,
+                                                 n_gru.eps)
+            reset, cand, upd = ng.chunk(3, -1)
+            reset = torch.sigmoid(reset)
+            new = torch.tanh(reset * cand)
+            upd = torch.sigmoid(upd - 1.0)
+            h_prev, h = h, torch.lerp(h, new, upd)
+            u2 = lin_d.fwd(h, pe_t[t])
+            n2, m2, r2 = torch.native_layer_norm(u2, (H,), n_post.weight, n_post.bias,
+                                                 n_post.eps)
+            y = _act(act, n2)
+            o = lin_o.fwd(y, b_out).view(B, k, K)
+            soft = torch.softmax(o, -1)
+            probs = soft.mul(1 - eps).add_(eps / K) if eps > 0 else soft
+            for name, v in (("z", z), ("u1", u1), ("m1", m1), ("r1", r1), ("n1", n1),
+                            ("xh", xh), ("ug", ug), ("mg", mg), ("rg", rg), ("reset", reset),
+                            ("cand", cand), ("new", new), ("upd", upd), ("h", h_prev),
+                            ("u2", u2), ("m2", m2), ("r2", r2), ("n2", n2), ("y", y),
+                            ("soft", soft), ("probs", probs)):
+                rec[name].append(v)
+            z = sample_onehot(probs).view(B, S)
+            deters.append(h)
+            logits.append(torch.log(probs) if eps > 0 else o)
+            stochs.append(z)
+        ctx.rssm, ctx.starts, ctx.first, ctx.rec, ctx.act = rssm, starts, first, rec, act
+        ctx.deters = deters
+        ctx.save_for_backward(*params)  # autograd checks them for in-place changes
+        return torch.stack(deters, 1), torch.stack(logits, 1), torch.stack(stochs, 1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_deter, g_logits, g_stoch):
+        params = ctx.saved_tensors
+        w_in, w_gru, w_post, w_out, _ = params[:5]
+        rssm, rec, act, first = ctx.rssm, ctx.rec, ctx.act, ctx.first
+        n_in, n_gru, n_post = rssm.img_in[1], rssm.cell.norm, rssm.post_net[1]
+        S, D = rssm.stoch_dim, rssm.deter
+        k, K, eps = rssm.stoch, rssm.classes, rssm.unimix
+        lin_s, lin_g = _Weight(w_in[:, :S]), _Weight(w_gru)
+        lin_d, lin_o = _Weight(w_post[:, :D]), _Weight(w_out)
+        B, T = first.shape[:2]
+        zero = torch.zeros((), dtype=g_deter.dtype)
+        g_deter = g_deter if g_deter is not None else zero.expand(B, T, D)
+        g_stoch = g_stoch if g_stoch is not None else zero.expand(B, T, S)
+        g_logits = g_logits if g_logits is not None else zero.expand(B, T, k, K)
+        gs = {name: [None] * T for name in ("o", "n2", "u2", "ng", "ug", "n1", "u1")}
+        gh, gz = g_deter.new_zeros(B, D), g_deter.new_zeros(B, S)
+        g_init_h = g_init_z = None
+        for t in reversed(range(T)):
+            gz = gz + g_stoch[:, t]
+            gh = gh + g_deter[:, t]
+            soft, probs = rec["soft"][t], rec["probs"][t]
+            g_sample = gz.view(B, k, K)
+            if eps > 0:
+                g_soft = (g_sample + g_logits[:, t] / probs) * (1 - eps)
+                go = torch._softmax_backward_data(g_soft, soft, -1, soft.dtype)
+            else:
+                go = torch._softmax_backward_data(g_sample, soft, -1, soft.dtype)
+                go = go + g_logits[:, t]
+            go = go.reshape(B, k * K)
+            gn2 = _act_backward(act, lin_o.bwd(go), rec["n2"][t])
+            gu2 = _norm_backward(gn2, rec["u2"][t], rec["m2"][t], rec["r2"][t], n_post)
+            gh = gh + lin_d.bwd(gu2)
+            reset, cand, new, upd = rec["reset"][t], rec["cand"][t], rec["new"][t], rec["upd"][t]
+            h_prev = rec["h"][t]
+            g_pre = torch.ops.aten.tanh_backward(gh * upd, new)  # w.r.t. reset * cand
+            g_reset = torch.ops.aten.sigmoid_backward(g_pre * cand, reset)
+            g_upd = torch.ops.aten.sigmoid_backward(gh * (new - h_prev), upd)
+            gng = torch.cat([g_reset, g_pre * reset, g_upd], -1)
+            gug = _norm_backward(gng, rec["ug"][t], rec["mg"][t], rec["rg"][t], n_gru)
+            gx, gh_gru = lin_g.bwd(gug).split([w_in.shape[0], D], -1)
+            gh = gh * (1 - upd) + gh_gru
+            gn1 = _act_backward(act, gx, rec["n1"][t])
+            gu1 = _norm_backward(gn1, rec["u1"][t], rec["m1"][t], rec["r1"][t], n_in)
+            gz = lin_s.bwd(gu1)
+            for name, v in (("o", go), ("n2", gn2), ("u2", gu2), ("ng", gng), ("ug", gug),
+                            ("n1", gn1), ("u1", gu1)):
+                gs[name][t] = v
+            if ctx.starts[t]:
+                f = first[:, t]
+                g_init_h = gh * f if g_init_h is None else g_init_h + gh * f
+                g_init_z = gz * f if g_init_z is None else g_init_z + gz * f
+                gh, gz = gh * (1.0 - f), gz * (1.0 - f)
+        # parameter gradients: one reduction over all steps each
+        g_w_in = torch.zeros_like(w_in)
+        g_w_in[:, :S] = _Weight.grad(gs["u1"], rec["z"])
+        g_w_post = torch.zeros_like(w_post)
+        g_w_post[:, :D] = _Weight.grad(gs["u2"], ctx.deters)
+        g_w_gru = _Weight.grad(gs["ug"], rec["xh"])
+        g_w_out = _Weight.grad(gs["o"], rec["y"])
+        g_b_out = torch.cat(gs["o"]).sum(0)
+        norms = [_affine_grads(gs[g], rec[x], rec[m], rec[r]) for g, x, m, r in (
+            ("n1", "u1", "m1", "r1"), ("ng", "ug", "mg", "rg"), ("n2", "u2", "m2", "r2"))]
+        g_pa = torch.stack(gs["u1"], 1)
+        g_pe = torch.stack(gs["u2"], 1)
+        if g_init_h is None:
+            g_init_h, g_init_z = torch.zeros_like(gh), torch.zeros_like(gz)
+        return (None, None, None, g_pa, g_pe, gh, gz, g_init_h, g_init_z,
+                g_w_in, g_w_gru, g_w_post, g_w_out, g_b_out,
+                *norms[0], *norms[1], *norms[2])
+
+
+def observe(rssm, embed: torch.Tensor, action: torch.Tensor, is_first: torch.Tensor,
+            h0: torch.Tensor, z0: torch.Tensor, init: dict[str, torch.Tensor]):
+    """(deter, logits, stoch) over [B, T] by the fused unroll; `action` already clipped."""
+    S, D = rssm.stoch_dim, rssm.deter
+    w_in, w_post = rssm.img_in[0].weight, rssm.post_net[0].weight
+    # the recurrence-free inputs, projected once: the previous action (zero where an
+    # episode starts) and the embedding
+    action = action * (1.0 - is_first.to(action.dtype)).unsqueeze(-1)
+    pa = F.linear(action, w_in[:, S:])
+    pe = F.linear(embed, w_post[:, D:])
+    starts = is_first.any(0).tolist()  # one host sync per batch, not one per step
+    init_h = init["deter"].expand(len(embed), D)
+    init_z = init["stoch"].expand(len(embed), S)
+    out = rssm.post_net[3]
+    params = (w_in, rssm.cell.linear.weight, w_post, out.weight, out.bias,
+              rssm.img_in[1].weight, rssm.img_in[1].bias, rssm.cell.norm.weight,
+              rssm.cell.norm.bias, rssm.post_net[1].weight, rssm.post_net[1].bias)
+    return _Observe.apply(rssm, is_first, starts, pa, pe, h0, z0, init_h, init_z, *params)

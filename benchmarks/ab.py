@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -29,6 +30,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+GEMM_ENV = "WORLDZOO_CPU_GEMM"
 
 CHILD = r"""
 import contextlib, importlib.util, json, sys, time
@@ -145,6 +147,13 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.updates < 1:
         ap.error(f"--updates must be at least 1, got {args.updates}")
+    if not os.environ.get(GEMM_ENV):  # one CPU GEMM backend for both, chosen once, here
+        import torch
+
+        from worldzoo import gemm
+        torch.set_num_threads(args.threads)
+        os.environ[GEMM_ENV] = gemm.cpu_gemm()
+    print(f"{GEMM_ENV}={os.environ[GEMM_ENV]} for both processes")
     with tempfile.TemporaryDirectory() as tmp:
         base = _checkout(args.base, tmp)
         try:

@@ -73,23 +73,24 @@ if onednn_available():
     _register_flops()
 
 
-def rates(n: int = 1024, k: int = 1024, m: int = 256, reps: int = 5) -> dict[str, float]:
-    """GFLOP/s of `[n, k] @ [k, m]^T` in float32 on this process's threads, per backend
-    (the median of `reps` timings after one warm-up); oneDNN is left out where missing."""
+def rates(n: int = 1024, k: int = 1024, m: int = 256, reps: int = 7) -> dict[str, float]:
+    """GFLOP/s of `[n, k] @ [k, m]^T` in float32 on this process's threads, per backend: the
+    best of `reps` timings, taken in turns after one warm-up each, so that a burst of other
+    work on the machine (another run starting beside this one) slows both alike or is
+    discarded, rather than deciding the choice; oneDNN is left out where missing."""
     a, w = torch.randn(n, k), torch.randn(m, k)
     fns = {"mkl": lambda: F.linear(a, w)}
     if onednn_available():
         fns["onednn"] = lambda: _nt(a, w, None)
-    out = {}
-    for name, fn in fns.items():
+    best = dict.fromkeys(fns, float("inf"))
+    for fn in fns.values():
         fn()
-        times = []
-        for _ in range(reps):
+    for _ in range(reps):
+        for name, fn in fns.items():
             start = time.perf_counter()
             fn()
-            times.append(time.perf_counter() - start)
-        out[name] = 2 * n * k * m / sorted(times)[reps // 2] / 1e9
-    return out
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {name: 2 * n * k * m / t / 1e9 for name, t in best.items()}
 
 
 def set_cpu_gemm(name: str) -> str:

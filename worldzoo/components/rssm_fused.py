@@ -65,10 +65,10 @@ class _Weight:
     g @ W at every step, on the process's CPU GEMM backend (MKL: by a row-major W^T, made once
     per unroll, as `worldzoo.unroll`), and `grad(G, X)` = G^T X over all steps at the end."""
 
-    def __init__(self, weight: torch.Tensor) -> None:
+    def __init__(self, weight: torch.Tensor, forward: bool = True) -> None:
         self.w = weight.contiguous()
         self.onednn = gemm.uses_onednn(self.w, self.w)
-        self.wt = None if self.onednn else self.w.t().contiguous()
+        self.wt = None if self.onednn or not forward else self.w.t().contiguous()
 
     def fwd(self, x: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
         if self.onednn:
@@ -124,7 +124,7 @@ class _Observe(torch.autograd.Function):
             "z", "u1", "m1", "r1", "n1", "xh", "ug", "mg", "rg", "reset", "cand", "new", "upd",
             "h", "u2", "m2", "r2", "n2", "y", "soft", "probs")}
         h, z = h0, z0
-        deters, logits, stochs = [], [], []
+        deters, stochs, raws = [], [], []
         for t in range(T):
             if starts[t]:
                 f = first[:, t]
@@ -155,12 +155,15 @@ class _Observe(torch.autograd.Function):
                 rec[name].append(v)
             z = sample_onehot(probs).view(B, S)
             deters.append(h)
-            logits.append(torch.log(probs) if eps > 0 else o)
             stochs.append(z)
+            if eps == 0:
+                raws.append(o)
         ctx.rssm, ctx.starts, ctx.first, ctx.rec, ctx.act = rssm, starts, first, rec, act
         ctx.deters = deters
         ctx.save_for_backward(*params)  # autograd checks them for in-place changes
-        return torch.stack(deters, 1), torch.stack(logits, 1), torch.stack(stochs, 1)
+        # the posterior's logits: log of the mixed probabilities (unimix) or the raw outputs
+        logits = torch.stack(rec["probs"], 1).log_() if eps > 0 else torch.stack(raws, 1)
+        return torch.stack(deters, 1), logits, torch.stack(stochs, 1)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -171,8 +174,8 @@ class _Observe(torch.autograd.Function):
         n_in, n_gru, n_post = rssm.img_in[1], rssm.cell.norm, rssm.post_net[1]
         S, D = rssm.stoch_dim, rssm.deter
         k, K, eps = rssm.stoch, rssm.classes, rssm.unimix
-        lin_s, lin_g = _Weight(w_in[:, :S]), _Weight(w_gru)
-        lin_d, lin_o = _Weight(w_post[:, :D]), _Weight(w_out)
+        lin_s, lin_g = _Weight(w_in[:, :S], False), _Weight(w_gru, False)
+        lin_d, lin_o = _Weight(w_post[:, :D], False), _Weight(w_out, False)
         B, T = first.shape[:2]
         zero = torch.zeros((), dtype=g_deter.dtype)
         g_deter = g_deter if g_deter is not None else zero.expand(B, T, D)

@@ -154,6 +154,36 @@ def test_custom_autograd_kernels_agree_with_cpu():
     _close(x0.grad, x0d.grad)
 
 
+def test_fused_observe_agrees_with_the_autograd_unroll_on_device(monkeypatch):
+    """The one-node posterior unroll (worldzoo.components.rssm_fused) on the device: the same
+    samples, values and gradients as the autograd unroll there."""
+    from worldzoo.components import rssm_fused
+    from worldzoo.components.rssm import CategoricalRSSM
+
+    torch.manual_seed(0)
+    rssm = CategoricalRSSM(embed=6, action=2, stoch=4, classes=5, deter=8, hidden=7, act="silu",
+                           norm="layer", cell="norm_gru", unimix=0.01, initial="learned",
+                           action_clip=1.0).to(DEVICE)
+    embed = torch.randn(3, 9, 6, device=DEVICE)
+    action = torch.randn(3, 9, 2, device=DEVICE)
+    is_first = torch.zeros(3, 9, dtype=torch.bool, device=DEVICE)
+    is_first[:, 0] = is_first[1, 4] = True
+    assert rssm_fused.fusable(rssm, embed)
+    outs = []
+    for fused in (False, True):
+        monkeypatch.setattr(rssm_fused, "ENABLED", fused)
+        rssm.zero_grad()
+        e = embed.clone().requires_grad_()
+        torch.manual_seed(1)
+        post, prior = rssm.observe(e, action, is_first)
+        (post["deter"].pow(2).sum() + post["logits"].sum() + post["stoch"].cumsum(-1).sum()
+         + rssm.kl(post, prior).sum()).backward()
+        outs.append([post["stoch"], post["deter"], e.grad]
+                    + [p.grad.clone() for p in rssm.parameters()])
+    for ref, got in zip(*outs):
+        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+
+
 def _close(cpu: torch.Tensor, dev: torch.Tensor) -> None:
     torch.testing.assert_close(dev.detach().cpu(), cpu.detach(), rtol=1e-5, atol=1e-5)
 

@@ -177,7 +177,7 @@ class _Observe(torch.autograd.Function):
         lin_s, lin_g = _Weight(w_in[:, :S], False), _Weight(w_gru, False)
         lin_d, lin_o = _Weight(w_post[:, :D], False), _Weight(w_out, False)
         B, T = first.shape[:2]
-        zero = torch.zeros((), dtype=g_deter.dtype)
+        zero = w_out.new_zeros(())  # (autograd materialises unused outputs as zeros)
         g_deter = g_deter if g_deter is not None else zero.expand(B, T, D)
         g_stoch = g_stoch if g_stoch is not None else zero.expand(B, T, S)
         g_logits = g_logits if g_logits is not None else zero.expand(B, T, k, K)

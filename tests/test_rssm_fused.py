@@ -10,10 +10,10 @@ from worldzoo.components import rssm_fused
 from worldzoo.components.rssm import CategoricalRSSM, GaussianRSSM
 
 
-def _rssm(unimix: float, initial: str, act: str = "silu") -> CategoricalRSSM:
+def _rssm(unimix: float, initial: str, act: str = "silu", norm: str = "layer") -> CategoricalRSSM:
     torch.manual_seed(0)
     rssm = CategoricalRSSM(embed=6, action=2, stoch=4, classes=5, deter=8, hidden=7, act=act,
-                           norm="layer", cell="norm_gru", unimix=unimix, initial=initial,
+                           norm=norm, cell="norm_gru", unimix=unimix, initial=initial,
                            action_clip=1.0).double()
     with torch.no_grad():  # non-trivial LayerNorm affines and initial state
         for name, p in rssm.named_parameters():
@@ -49,10 +49,14 @@ def _run(rssm, fused: bool, monkeypatch, state=None):
     return post, grads
 
 
-@pytest.mark.parametrize("unimix,initial,act", [(0.01, "learned", "silu"), (0.0, "zeros", "elu"),
-                                                (0.1, "zeros", "silu")])
-def test_fused_observe_matches_autograd(monkeypatch, unimix, initial, act):
-    rssm = _rssm(unimix, initial, act)
+@pytest.mark.parametrize("unimix,initial,act,norm", [
+    (0.01, "learned", "silu", "layer"),  # DreamerV3
+    (0.0, "zeros", "elu", "none"),       # DreamerV2: ELU blocks with biases, no LayerNorm
+    (0.0, "zeros", "elu", "layer"),
+    (0.1, "zeros", "silu", "none"),
+])
+def test_fused_observe_matches_autograd(monkeypatch, unimix, initial, act, norm):
+    rssm = _rssm(unimix, initial, act, norm)
     embed = torch.zeros(3, 9, 6, dtype=torch.float64)
     assert rssm_fused.fusable(rssm, embed)
     ref_post, ref = _run(rssm, False, monkeypatch)
@@ -107,7 +111,8 @@ def test_other_layouts_keep_the_autograd_unroll():
     x = torch.zeros(2, 3, 6)
     assert not rssm_fused.fusable(_rssm(0.01, "zeros", "relu").float(), x)
     assert not rssm_fused.fusable(GaussianRSSM(6, 2, 4, 8, 7, "silu", "layer", "norm_gru"), x)
-    assert not rssm_fused.fusable(CategoricalRSSM(6, 2, 4, 5, 8, 7, "silu", "none"), x)
+    assert not rssm_fused.fusable(CategoricalRSSM(6, 2, 4, 5, 8, 7, "silu", "rms"), x)
+    assert not rssm_fused.fusable(CategoricalRSSM(6, 2, 4, 5, 8, 7, "silu", cell="gru"), x)
     rssm = _rssm(0.01, "zeros").float()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not rssm_fused.fusable(rssm, x)

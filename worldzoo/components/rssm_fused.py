@@ -35,12 +35,15 @@ def _act_kind(module: nn.Module) -> str | None:
     return None
 
 
-def _block_ok(block: list[nn.Module], act: str | None) -> bool:
-    """Linear (no bias) -> LayerNorm (affine) -> the activation `act`."""
+def _normed(block: list[nn.Module]) -> bool | None:
+    """Linear (no bias) -> LayerNorm (affine) -> activation: True; Linear (bias) -> Identity
+    -> activation: False; anything else None."""
     lin, norm, a = block
-    return (isinstance(lin, nn.Linear) and lin.bias is None and type(norm) is nn.LayerNorm
-            and norm.elementwise_affine and norm.bias is not None
-            and _act_kind(a) is not None and _act_kind(a) == act)
+    if not isinstance(lin, nn.Linear) or _act_kind(a) is None:
+        return None
+    if type(norm) is nn.LayerNorm and norm.elementwise_affine and norm.bias is not None:
+        return True if lin.bias is None else None
+    return False if type(norm) is nn.Identity and lin.bias is not None else None
 
 
 def fusable(rssm: nn.Module, x: torch.Tensor) -> bool:
@@ -55,8 +58,9 @@ def fusable(rssm: nn.Module, x: torch.Tensor) -> bool:
     img, post = list(rssm.img_in), list(rssm.post_net)
     if len(img) != 3 or len(post) != 4 or not isinstance(rssm.cell, NormGRUCell):
         return False
-    act = _act_kind(img[2])
-    return (_block_ok(img, act) and _block_ok(post[:3], act) and isinstance(post[3], nn.Linear)
+    normed = _normed(img)
+    return (normed is not None and _normed(post[:3]) == normed
+            and _act_kind(img[2]) == _act_kind(post[2]) and isinstance(post[3], nn.Linear)
             and post[3].bias is not None and rssm.cell.norm.bias is not None)
 
 
@@ -94,7 +98,16 @@ def _act_backward(kind: str, grad: torch.Tensor, x: torch.Tensor) -> torch.Tenso
     return torch.ops.aten.elu_backward(grad, 1.0, 1, 1, False, x)
 
 
-def _norm_backward(grad, x, mean, rstd, norm: nn.LayerNorm) -> torch.Tensor:
+def _norm(x: torch.Tensor, norm: nn.Module):
+    """(normed x, mean, rstd) of a LayerNorm, or (x, None, None) for the Identity."""
+    if type(norm) is nn.Identity:
+        return x, None, None
+    return torch.native_layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+
+
+def _norm_backward(grad, x, mean, rstd, norm: nn.Module) -> torch.Tensor:
+    if type(norm) is nn.Identity:
+        return grad
     return torch.ops.aten.native_layer_norm_backward(
         grad, x, norm.normalized_shape, mean, rstd, norm.weight, norm.bias,
         [True, False, False])[0]
@@ -113,7 +126,7 @@ class _Observe(torch.autograd.Function):
         w_in, w_gru, w_post, w_out, b_out = params[:5]
         n_in, n_gru, n_post = rssm.img_in[1], rssm.cell.norm, rssm.post_net[1]
         act = _act_kind(rssm.img_in[2])
-        S, D, H = rssm.stoch_dim, rssm.deter, w_in.shape[0]
+        S, D = rssm.stoch_dim, rssm.deter
         k, K, eps = rssm.stoch, rssm.classes, rssm.unimix
         lin_s, lin_g = _Weight(w_in[:, :S]), _Weight(w_gru)
         lin_d, lin_o = _Weight(w_post[:, :D]), _Weight(w_out)
@@ -130,19 +143,17 @@ class _Observe(torch.autograd.Function):
                 f = first[:, t]
                 h, z = h * (1.0 - f) + init_h * f, z * (1.0 - f) + init_z * f
             u1 = lin_s.fwd(z, pa_t[t])
-            n1, m1, r1 = torch.native_layer_norm(u1, (H,), n_in.weight, n_in.bias, n_in.eps)
+            n1, m1, r1 = _norm(u1, n_in)
             xh = torch.cat([_act(act, n1), h], -1)
             ug = lin_g.fwd(xh)
-            ng, mg, rg = torch.native_layer_norm(ug, (3 * D,), n_gru.weight, n_gru.bias,
-                                                 n_gru.eps)
+            ng, mg, rg = _norm(ug, n_gru)
             reset, cand, upd = ng.chunk(3, -1)
             reset = torch.sigmoid(reset)
             new = torch.tanh(reset * cand)
             upd = torch.sigmoid(upd - 1.0)
             h_prev, h = h, torch.lerp(h, new, upd)
             u2 = lin_d.fwd(h, pe_t[t])
-            n2, m2, r2 = torch.native_layer_norm(u2, (H,), n_post.weight, n_post.bias,
-                                                 n_post.eps)
+            n2, m2, r2 = _norm(u2, n_post)
             y = _act(act, n2)
             o = lin_o.fwd(y, b_out).view(B, k, K)
             soft = torch.softmax(o, -1)
@@ -228,14 +239,14 @@ class _Observe(torch.autograd.Function):
         g_w_out = _Weight.grad(gs["o"], rec["y"])
         g_b_out = torch.cat(gs["o"]).sum(0)
         norms = [_affine_grads(gs[g], rec[x], rec[m], rec[r]) for g, x, m, r in (
-            ("n1", "u1", "m1", "r1"), ("ng", "ug", "mg", "rg"), ("n2", "u2", "m2", "r2"))]
+            ("ng", "ug", "mg", "rg"), ("n1", "u1", "m1", "r1"), ("n2", "u2", "m2", "r2"))
+            if g == "ng" or type(n_in) is not nn.Identity]
         g_pa = torch.stack(gs["u1"], 1)
         g_pe = torch.stack(gs["u2"], 1)
         if g_init_h is None:
             g_init_h, g_init_z = torch.zeros_like(gh), torch.zeros_like(gz)
         return (None, None, None, g_pa, g_pe, gh, gz, g_init_h, g_init_z,
-                g_w_in, g_w_gru, g_w_post, g_w_out, g_b_out,
-                *norms[0], *norms[1], *norms[2])
+                g_w_in, g_w_gru, g_w_post, g_w_out, g_b_out, *(g for n in norms for g in n))
 
 
 def observe(rssm, embed: torch.Tensor, action: torch.Tensor, is_first: torch.Tensor,
@@ -246,13 +257,14 @@ def observe(rssm, embed: torch.Tensor, action: torch.Tensor, is_first: torch.Ten
     # the recurrence-free inputs, projected once: the previous action (zero where an
     # episode starts) and the embedding
     action = action * (1.0 - is_first.to(action.dtype)).unsqueeze(-1)
-    pa = F.linear(action, w_in[:, S:])
-    pe = F.linear(embed, w_post[:, D:])
+    pa = F.linear(action, w_in[:, S:], rssm.img_in[0].bias)  # (the biases where not normed)
+    pe = F.linear(embed, w_post[:, D:], rssm.post_net[0].bias)
     starts = is_first.any(0).tolist()  # one host sync per batch, not one per step
     init_h = init["deter"].expand(len(embed), D)
     init_z = init["stoch"].expand(len(embed), S)
     out = rssm.post_net[3]
+    norms = [rssm.cell.norm] + ([rssm.img_in[1], rssm.post_net[1]]
+                                if type(rssm.img_in[1]) is nn.LayerNorm else [])
     params = (w_in, rssm.cell.linear.weight, w_post, out.weight, out.bias,
-              rssm.img_in[1].weight, rssm.img_in[1].bias, rssm.cell.norm.weight,
-              rssm.cell.norm.bias, rssm.post_net[1].weight, rssm.post_net[1].bias)
+              *(p for n in norms for p in (n.weight, n.bias)))
     return _Observe.apply(rssm, is_first, starts, pa, pe, h0, z0, init_h, init_z, *params)

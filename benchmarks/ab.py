@@ -10,7 +10,9 @@ ratio of the medians does not.
     python benchmarks/ab.py --base main~3 --head /path/to/other/checkout ...
 
 `--base` is a git revision (checked out into a temporary worktree) or a directory; `--head`
-defaults to this checkout. Both must have `Agent.train_step(batch, phase)`. `--compile-head all`
+defaults to this checkout. Both run on one CPU GEMM backend: `WORLDZOO_CPU_GEMM` if set, else
+the one `auto` picks here, once (two processes probing at the same moment could each pick
+another). Both must have `Agent.train_step(batch, phase)`. `--compile-head all`
 runs the head's MLPs (every `nets.MLP`: encoder, decoder, heads, actor, critic and the RSSM's
 nets) through `torch.compile` (inductor, static shapes), `--compile-head batched` only those
 outside the RSSM (the nets that see whole [B, T] or imagined batches, not one step of a

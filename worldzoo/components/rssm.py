@@ -163,7 +163,9 @@ class RSSM(nn.Module):
     def observe(self, embed: torch.Tensor, action: torch.Tensor, is_first: torch.Tensor,
                 state: State | None = None) -> tuple[State, State]:
         """Posterior and prior over a sequence [B, T]. `action[:, t]` is the action that led to
-        step t. Only the recurrence runs per step; the prior head runs once over all steps."""
+        step t. Only the recurrence runs per step; the prior head runs once over all steps.
+        The layouts of DreamerV2/V3 run as one autograd node (`rssm_fused`), others unrolled
+        here with autograd."""
         B, T = embed.shape[:2]
         init = self.initial(B, embed.device)
         if state is None:

@@ -314,8 +314,8 @@ class _MixedStraightThrough(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_logits: torch.Tensor, grad_sample: torch.Tensor):
         soft, probs = ctx.saved_tensors
-        grad = (grad_sample + grad_logits / probs) * (1 - ctx.unimix)
-        return torch._softmax_backward_data(grad, soft, -1, soft.dtype), None
+        return rssm_fused.latent_backward(grad_sample, grad_logits, soft, probs,
+                                          ctx.unimix), None
 
 
 class _GRUGates(torch.autograd.Function):
@@ -335,9 +335,4 @@ class _GRUGates(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        reset, cand, new, update, h = ctx.saved_tensors
-        grad_pre = torch.ops.aten.tanh_backward(grad * update, new)  # w.r.t. reset * cand
-        grad_reset = torch.ops.aten.sigmoid_backward(grad_pre * cand, reset)
-        grad_update = torch.ops.aten.sigmoid_backward(grad * (new - h), update)
-        grad_gates = torch.cat([grad_reset, grad_pre * reset, grad_update], -1)
-        return grad_gates, grad * (1 - update)
+        return rssm_fused.gru_gates_backward(grad, *ctx.saved_tensors)

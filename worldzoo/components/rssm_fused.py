@@ -120,6 +120,26 @@ def _affine_grads(gs, xs, means, rstds) -> tuple[torch.Tensor, torch.Tensor]:
     return (g * xhat).sum(0), g.sum(0)
 
 
+def gru_gates_backward(grad, reset, cand, new, upd, h) -> tuple[torch.Tensor, torch.Tensor]:
+    """NormGRU gating `lerp(h, tanh(reset * cand), upd)` (reset, upd after their sigmoids)
+    backwards: (gradient w.r.t. the normed gates [reset | cand | update], w.r.t. h), by
+    autograd's formulas for sigmoid, tanh, mul and lerp in its order."""
+    g_pre = torch.ops.aten.tanh_backward(grad * upd, new)  # w.r.t. reset * cand
+    g_reset = torch.ops.aten.sigmoid_backward(g_pre * cand, reset)
+    g_upd = torch.ops.aten.sigmoid_backward(grad * (new - h), upd)
+    return torch.cat([g_reset, g_pre * reset, g_upd], -1), grad * (1 - upd)
+
+
+def latent_backward(g_sample, g_logits, soft, probs, unimix: float) -> torch.Tensor:
+    """The posterior's softmax -> unimix -> (log, straight-through one-hot sample) backwards:
+    the gradient w.r.t. the raw outputs from those w.r.t. the sample and the logits (the log
+    of the mixed probabilities with unimix, else the raw outputs themselves)."""
+    if unimix > 0:
+        g = (g_sample + g_logits / probs) * (1 - unimix)
+        return torch._softmax_backward_data(g, soft, -1, soft.dtype)
+    return torch._softmax_backward_data(g_sample, soft, -1, soft.dtype) + g_logits
+
+
 class _Observe(torch.autograd.Function):
     @staticmethod
     def forward(ctx, rssm, is_first, starts, pa, pe, h0, z0, init_h, init_z, *params):
@@ -199,26 +219,16 @@ class _Observe(torch.autograd.Function):
             gz = gz + g_stoch[:, t]
             gh = gh + g_deter[:, t]
             soft, probs = rec["soft"][t], rec["probs"][t]
-            g_sample = gz.view(B, k, K)
-            if eps > 0:
-                g_soft = (g_sample + g_logits[:, t] / probs) * (1 - eps)
-                go = torch._softmax_backward_data(g_soft, soft, -1, soft.dtype)
-            else:
-                go = torch._softmax_backward_data(g_sample, soft, -1, soft.dtype)
-                go = go + g_logits[:, t]
+            go = latent_backward(gz.view(B, k, K), g_logits[:, t], soft, probs, eps)
             go = go.reshape(B, k * K)
             gn2 = _act_backward(act, lin_o.bwd(go), rec["n2"][t])
             gu2 = _norm_backward(gn2, rec["u2"][t], rec["m2"][t], rec["r2"][t], n_post)
             gh = gh + lin_d.bwd(gu2)
             reset, cand, new, upd = rec["reset"][t], rec["cand"][t], rec["new"][t], rec["upd"][t]
-            h_prev = rec["h"][t]
-            g_pre = torch.ops.aten.tanh_backward(gh * upd, new)  # w.r.t. reset * cand
-            g_reset = torch.ops.aten.sigmoid_backward(g_pre * cand, reset)
-            g_upd = torch.ops.aten.sigmoid_backward(gh * (new - h_prev), upd)
-            gng = torch.cat([g_reset, g_pre * reset, g_upd], -1)
+            gng, gh_direct = gru_gates_backward(gh, reset, cand, new, upd, rec["h"][t])
             gug = _norm_backward(gng, rec["ug"][t], rec["mg"][t], rec["rg"][t], n_gru)
             gx, gh_gru = lin_g.bwd(gug).split([w_in.shape[0], D], -1)
-            gh = gh * (1 - upd) + gh_gru
+            gh = gh_direct + gh_gru
             gn1 = _act_backward(act, gx, rec["n1"][t])
             gu1 = _norm_backward(gn1, rec["u1"][t], rec["m1"][t], rec["r1"][t], n_in)
             gz = lin_s.bwd(gu1)

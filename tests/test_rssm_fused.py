@@ -22,13 +22,13 @@ def _rssm(unimix: float, initial: str, act: str = "silu", norm: str = "layer") -
     return rssm
 
 
-def _inputs():
+def _inputs(start_rows: tuple[int, ...] = (0, 1, 2)):
     g = torch.Generator().manual_seed(1)
     B, T = 3, 9
     embed = torch.randn(B, T, 6, generator=g, dtype=torch.float64, requires_grad=True)
     action = (1.5 * torch.randn(B, T, 2, generator=g, dtype=torch.float64)).requires_grad_()
     is_first = torch.zeros(B, T, dtype=torch.bool)
-    is_first[:, 0] = True
+    is_first[list(start_rows), 0] = True
     is_first[1, 4] = is_first[2, 6] = True  # episodes starting mid-sequence
     w = [torch.randn(B, T, *s, generator=g, dtype=torch.float64) for s in ((8,), (4, 5), (20,))]
     return embed, action, is_first, w
@@ -36,7 +36,7 @@ def _inputs():
 
 def _run(rssm, fused: bool, monkeypatch, state=None):
     monkeypatch.setattr(rssm_fused, "ENABLED", fused)
-    embed, action, is_first, (wd, wl, ws) = _inputs()
+    embed, action, is_first, (wd, wl, ws) = _inputs((0, 1, 2) if state is None else (1,))
     rssm.zero_grad()
     torch.manual_seed(7)
     post, prior = rssm.observe(embed, action, is_first, state)
@@ -82,6 +82,7 @@ def test_fused_observe_from_a_given_state(monkeypatch):
         outs.append((deter.grad.clone(), stoch.grad.clone()))
     for a, b in zip(*outs):
         torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-11)
+        assert a[1].abs().min() == 0 < a[0].abs().min()  # row 1 starts anew, rows 0, 2 go on
 
 
 def test_fused_observe_float32_and_retained_graph(monkeypatch):

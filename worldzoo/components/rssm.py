@@ -112,8 +112,7 @@ class RSSM(nn.Module):
         """The state every episode starts from: zeros, or (initial=learned) tanh(w) with the
         prior's mode as stoch; gradients reach w through the episodes' first steps."""
         if self.init_deter is None:
-            like = {"device": device, "dtype": self.cell.weight_ih.dtype if isinstance(
-                self.cell, nn.GRUCell) else self.cell.linear.weight.dtype}
+            like = {"device": device, "dtype": self.img_in[0].weight.dtype}
             zeros = torch.zeros(batch, self.deter, **like)
             state = {"deter": zeros, "stoch": torch.zeros(batch, self.stoch_dim, **like)}
             state.update(self._stats(torch.zeros(batch, self.prior_net.out_dim, **like)))

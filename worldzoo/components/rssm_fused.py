@@ -158,7 +158,7 @@ class _Observe(torch.autograd.Function):
         pa_t, pe_t = pa.transpose(0, 1).contiguous(), pe.transpose(0, 1).contiguous()
         rec = {name: [] for name in (
             "z", "u1", "m1", "r1", "n1", "xh", "ug", "mg", "rg", "reset", "cand", "new", "upd",
-            "h", "u2", "m2", "r2", "n2", "y", "soft", "probs")}
+            "u2", "m2", "r2", "n2", "y", "soft", "probs")}
         h, z = h0, z0
         deters, stochs, raws = [], [], []
         for t in range(T):
@@ -174,7 +174,7 @@ class _Observe(torch.autograd.Function):
             reset = torch.sigmoid(reset)
             new = torch.tanh(reset * cand)
             upd = torch.sigmoid(upd - 1.0)
-            h_prev, h = h, torch.lerp(h, new, upd)
+            h = torch.lerp(h, new, upd)
             u2 = lin_d.fwd(h, pe_t[t])
             n2, m2, r2 = _norm(u2, n_post)
             y = _act(act, n2)
@@ -183,7 +183,7 @@ class _Observe(torch.autograd.Function):
             probs = soft.mul(1 - eps).add_(eps / K) if eps > 0 else soft
             for name, v in (("z", z), ("u1", u1), ("m1", m1), ("r1", r1), ("n1", n1),
                             ("xh", xh), ("ug", ug), ("mg", mg), ("rg", rg), ("reset", reset),
-                            ("cand", cand), ("new", new), ("upd", upd), ("h", h_prev),
+                            ("cand", cand), ("new", new), ("upd", upd),
                             ("u2", u2), ("m2", m2), ("r2", r2), ("n2", n2), ("y", y),
                             ("soft", soft), ("probs", probs)):
                 rec[name].append(v)
@@ -211,10 +211,6 @@ class _Observe(torch.autograd.Function):
         lin_s, lin_g = _Weight(w_in[:, :S], False), _Weight(w_gru, False)
         lin_d, lin_o = _Weight(w_post[:, :D], False), _Weight(w_out, False)
         B, T = first.shape[:2]
-        zero = w_out.new_zeros(())  # (autograd materialises unused outputs as zeros)
-        g_deter = g_deter if g_deter is not None else zero.expand(B, T, D)
-        g_stoch = g_stoch if g_stoch is not None else zero.expand(B, T, S)
-        g_logits = g_logits if g_logits is not None else zero.expand(B, T, k, K)
         gs = {name: [None] * T for name in ("o", "n2", "u2", "ng", "ug", "n1", "u1")}
         gh, gz = g_deter.new_zeros(B, D), g_deter.new_zeros(B, S)
         g_init_h = g_init_z = None
@@ -228,7 +224,8 @@ class _Observe(torch.autograd.Function):
             gu2 = _norm_backward(gn2, rec["u2"][t], rec["m2"][t], rec["r2"][t], n_post)
             gh = gh + lin_d.bwd(gu2)
             reset, cand, new, upd = rec["reset"][t], rec["cand"][t], rec["new"][t], rec["upd"][t]
-            gng, gh_direct = gru_gates_backward(gh, reset, cand, new, upd, rec["h"][t])
+            h_prev = rec["xh"][t][:, w_in.shape[0]:]  # the GRU's input [x | h]
+            gng, gh_direct = gru_gates_backward(gh, reset, cand, new, upd, h_prev)
             gug = _norm_backward(gng, rec["ug"][t], rec["mg"][t], rec["rg"][t], n_gru)
             gx, gh_gru = lin_g.bwd(gug).split([w_in.shape[0], D], -1)
             gh = gh_direct + gh_gru

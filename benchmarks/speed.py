@@ -119,9 +119,18 @@ def measure(recipe: str, preset: str | None, obs: str, env_id: str, sets: list[s
 
     for _ in range(2):  # warm-up
         agent.train_step(batch())
+    phase_flops: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def count(name: str):
+        with FlopCounterMode(display=False) as counter:
+            yield
+        phase_flops[name] = counter.get_total_flops()
+
     with FlopCounterMode(display=False) as counter:
         agent.train_step(batch())
     flops = counter.get_total_flops()
+    agent.train_step(batch(), count)  # the same work, counted per phase
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     phases: dict[str, list[float]] = defaultdict(list)
@@ -160,6 +169,8 @@ def measure(recipe: str, preset: str | None, obs: str, env_id: str, sets: list[s
         "batch": f"{t['batch_size']}x{t['batch_length']}", "horizon": t["horizon"],
         "updates": len(totals), "s_per_update": sec,
         **{f"{k}_s": statistics.median(phases[k]) for k in PHASES},
+        **{f"{k}_pct": 100 * phase_flops.get(k, 0) / 1e9 / statistics.median(phases[k]) / peak
+           for k in PHASES},
         "gflop_per_update": flops / 1e9, "gflop_per_s": flops / 1e9 / sec,
         "peak_gflop_per_s": peak, "pct_peak": 100 * flops / 1e9 / sec / peak,
         "peak_mem_mb": peak_mb, "act_policy_steps_per_s": act_steps / act_time,
@@ -173,7 +184,7 @@ COLUMNS = {  # column: format
     "batch": "{}", "horizon": "{}", "updates": "{}", "s_per_update": "{:.3f}",
     "world_model_s": "{:.3f}", "imagination_s": "{:.3f}", "actor_s": "{:.3f}", "critic_s": "{:.3f}",
     "gflop_per_update": "{:.1f}", "gflop_per_s": "{:.0f}", "peak_gflop_per_s": "{:.0f}",
-    "pct_peak": "{:.0f}%",
+    "pct_peak": "{:.0f}%", **{f"{k}_pct": "{:.0f}%" for k in PHASES},
     "peak_mem_mb": "{:.0f}", "act_policy_steps_per_s": "{:.0f}", "train_ratio": "{:g}",
     "loop_env_steps_per_s": "{:.1f}",
 }
@@ -256,7 +267,8 @@ def main() -> None:
                 print(to_markdown(rows[-1:]), flush=True)
     text = (f"Machine: {machine(a.device)}. Env {a.env}. Median of up to {a.updates} updates "
             f"after 2 warm-up ones; phases are medians too. FLOPs: torch.utils.flop_counter "
-            f"(matmuls and convolutions). Peak: median rate of 2048^2 matmuls in the row's "
+            f"(matmuls and convolutions); <phase>_pct: that phase's FLOPs over its median time, as "
+            f"a share of the peak. Peak: median rate of 2048^2 matmuls in the row's "
             f"precision (float32 on the CPU: the faster of MKL and oneDNN), in the same process "
             f"just before and after the updates; gemm: the backend of the update's float32 "
             f"CPU linears (worldzoo.gemm). Loop env "

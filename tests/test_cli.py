@@ -54,7 +54,7 @@ def test_list_shows_recipes_slots_and_backends(capsys):
 
 
 def test_help_of_every_command():
-    for cmd in ([], ["run"], ["eval"], ["list"]):
+    for cmd in ([], ["run"], ["eval"], ["list"], ["compare"]):
         out = subprocess.run([sys.executable, "-m", "worldzoo", *cmd, "--help"],
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0 and "usage: worldzoo" in out.stdout

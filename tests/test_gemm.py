@@ -164,3 +164,17 @@ def test_onednn_without_gradients_and_few_rows(backend):
     torch.testing.assert_close(out, F.linear(x, w, b), rtol=1e-5, atol=1e-5)
     one = torch.randn(1, 33)
     assert torch.equal(gemm.linear(one, w, b), F.linear(one, w, b))
+
+
+def test_auto_probe_leaves_the_seeded_stream_alone():
+    """The probe runs lazily at a run's first float32 linear, after seeding: it must not
+    shift the draws that follow (a seed's run would depend on WORLDZOO_CPU_GEMM)."""
+    before = gemm.cpu_gemm()
+    try:
+        torch.manual_seed(3)
+        expected = torch.rand(4)
+        torch.manual_seed(3)
+        gemm.set_cpu_gemm("auto")
+        assert torch.equal(torch.rand(4), expected)
+    finally:
+        gemm.set_cpu_gemm(before)

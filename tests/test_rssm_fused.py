@@ -117,3 +117,33 @@ def test_other_layouts_keep_the_autograd_unroll():
     rssm = _rssm(0.01, "zeros").float()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not rssm_fused.fusable(rssm, x)
+
+
+@pytest.mark.parametrize("recipe", ["dreamerv3", "dreamerv2"])
+def test_whole_updates_match_the_autograd_unroll(recipe):
+    """Three learner updates of the agent (world model, imagination, actor, critic) from one
+    seed, fused against autograd unroll, in float64: the same training, not just one node."""
+    from _fakes import fake_batch, spaces
+
+    from worldzoo.agent import Agent
+    from worldzoo.config import apply_sets, get_recipe
+
+    cfg = apply_sets(get_recipe(recipe, "debug"), ["train.horizon=3"])
+    o, a = spaces("vector", "continuous")
+    torch.manual_seed(0)
+    batches = [{k: v.double() if v.is_floating_point() else v for k, v in
+                fake_batch(o, a).items()} for _ in range(3)]
+    params = {}
+    try:
+        for fused in (True, False):
+            rssm_fused.ENABLED = fused
+            torch.manual_seed(1)
+            agent = Agent(cfg, o, a).double()
+            assert rssm_fused.fusable(agent.wm.rssm, batches[0]["vector"]) == fused
+            for i, b in enumerate(batches):
+                torch.manual_seed(10 + i)
+                agent.train_step(b)
+            params[fused] = torch.cat([p.detach().flatten() for p in agent.parameters()])
+    finally:
+        rssm_fused.ENABLED = True
+    torch.testing.assert_close(params[True], params[False], rtol=1e-9, atol=1e-11)

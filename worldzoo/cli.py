@@ -1,4 +1,5 @@
-"""Command line: `worldzoo run | list | eval | bench | plot` (a thin layer over the Python API)."""
+"""Command line: `worldzoo run | list | eval | bench | plot | compare` (a thin layer over the
+Python API)."""
 
 from __future__ import annotations
 
@@ -45,6 +46,23 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its "
                    "newest checkpoint (recipe and options come from the run's config)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    c = sub.add_parser("compare", help="is one method's score different from another's beyond "
+                       "seed noise? (permutation test and bootstrap CI over seeds)",
+                       description="Two methods of the score tables (results/scores/*.csv) on "
+                       "one task at one budget: per-seed returns, the difference of means "
+                       "with a 95%% bootstrap CI and a two-sided permutation test.")
+    c.add_argument("first", help="baseline method, as the score tables name it (e.g. dreamerv3)")
+    c.add_argument("second", help="the method compared against it")
+    c.add_argument("--task", required=True, help="env id as in the tables, e.g. "
+                   "dmc:cartpole-balance")
+    c.add_argument("--at", type=int, required=True, metavar="STEPS",
+                   help="budget in env steps (action repeat counted)")
+    c.add_argument("--measure", choices=("eval", "train"), default="eval",
+                   help="eval: each seed's last evaluation in the budget's last 10%%; train: "
+                   "mean training-episode return over the last 10k env steps (the reference "
+                   "scores' protocol). Default eval")
+    c.add_argument("--results", default="results", help="results directory (default results/)")
 
     sub.add_parser("list", help="recipes with presets, slots with variants, env backends")
 
@@ -210,6 +228,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"warning: {why}; the plots pool their seeds as one method (delete the "
                       "stale runs and sweep again, or sweep into another --results)",
                       file=sys.stderr)
+        elif args.command == "compare":
+            from worldzoo import compare, scores
+
+            df = scores.load(args.results)
+            if df.empty:
+                raise _user_errors()[0](f"no score tables under {args.results}/scores; make "
+                                        "them with `worldzoo bench` or `worldzoo plot --runs`")
+            print(compare.compare(df, args.task, args.first, args.second, args.at,
+                                  args.measure).markdown())
         elif args.command == "eval":
             from worldzoo.api import load
 

@@ -77,8 +77,11 @@ def rates(n: int = 1024, k: int = 1024, m: int = 256, reps: int = 7) -> dict[str
     """GFLOP/s of `[n, k] @ [k, m]^T` in float32 on this process's threads, per backend: the
     best of `reps` timings, taken in turns after one warm-up each, so that a burst of other
     work on the machine (another run starting beside this one) slows both alike or is
-    discarded, rather than deciding the choice; oneDNN is left out where missing."""
-    a, w = torch.randn(n, k), torch.randn(m, k)
+    discarded, rather than deciding the choice; oneDNN is left out where missing. The
+    operands come from a private generator: the probe runs lazily at a run's first float32
+    linear, after seeding, and must not shift the seeded stream."""
+    gen = torch.Generator().manual_seed(0)
+    a, w = torch.randn(n, k, generator=gen), torch.randn(m, k, generator=gen)
     fns = {"mkl": lambda: F.linear(a, w)}
     if onednn_available():
         fns["onednn"] = lambda: _nt(a, w, None)

@@ -167,8 +167,8 @@ def test_onednn_without_gradients_and_few_rows(backend):
 
 
 def test_auto_probe_leaves_the_seeded_stream_alone():
-    """The probe runs lazily at a run's first float32 linear, after seeding: it must not
-    shift the draws that follow (a seed's run would depend on WORLDZOO_CPU_GEMM)."""
+    """In library use the probe runs lazily at the first float32 linear, after seeding: it
+    must not shift the draws that follow (results would depend on WORLDZOO_CPU_GEMM)."""
     before = gemm.cpu_gemm()
     try:
         torch.manual_seed(3)

@@ -78,8 +78,8 @@ def rates(n: int = 1024, k: int = 1024, m: int = 256, reps: int = 7) -> dict[str
     best of `reps` timings, taken in turns after one warm-up each, so that a burst of other
     work on the machine (another run starting beside this one) slows both alike or is
     discarded, rather than deciding the choice; oneDNN is left out where missing. The
-    operands come from a private generator: the probe runs lazily at a run's first float32
-    linear, after seeding, and must not shift the seeded stream."""
+    operands come from a private generator: in library use the probe runs lazily at the first
+    float32 linear, after the caller seeded, and must not shift the seeded stream."""
     gen = torch.Generator().manual_seed(0)
     a, w = torch.randn(n, k, generator=gen), torch.randn(m, k, generator=gen)
     fns = {"mkl": lambda: F.linear(a, w)}

@@ -111,7 +111,7 @@ def per_seed(df: pd.DataFrame, task: str, method: str, budget: int, measure: str
         vals = at_budget(sub, budget)
     else:
         vals = train_window(sub, budget, ref_window(budget))
-    return vals.sort_values("seed")[["seed", "return"]]
+    return vals.dropna(subset=["return"]).sort_values("seed")[["seed", "return"]]
 
 
 def compare(df: pd.DataFrame, task: str, first: str, second: str, budget: int,

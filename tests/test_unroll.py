@@ -50,10 +50,10 @@ def test_step_linear_matches_linear(defer_all, bias):
     out.backward(retain_graph=True)
     got = _grads(*params, *xs)
     for a, b in zip(expected, got):
-        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
     out.backward()  # a second backward through the retained graph adds the same again
     for a, p in zip(expected, params):
-        torch.testing.assert_close(p.grad, 2 * a, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(p.grad, 2 * a, rtol=1e-4, atol=1e-5)
 
 
 def test_weight_changed_before_backward_is_refused(defer_all):

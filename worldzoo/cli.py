@@ -47,23 +47,6 @@ def build_parser() -> argparse.ArgumentParser:
                    "newest checkpoint (recipe and options come from the run's config)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    c = sub.add_parser("compare", help="is one method's score different from another's beyond "
-                       "seed noise? (permutation test and bootstrap CI over seeds)",
-                       description="Two methods of the score tables (results/scores/*.csv) on "
-                       "one task at one budget: per-seed returns, the difference of means "
-                       "with a 95%% bootstrap CI and a two-sided permutation test.")
-    c.add_argument("first", help="baseline method, as the score tables name it (e.g. dreamerv3)")
-    c.add_argument("second", help="the method compared against it")
-    c.add_argument("--task", required=True, help="env id as in the tables, e.g. "
-                   "dmc:cartpole-balance")
-    c.add_argument("--at", type=int, required=True, metavar="STEPS",
-                   help="budget in env steps (action repeat counted)")
-    c.add_argument("--measure", choices=("eval", "train"), default="eval",
-                   help="eval: each seed's last evaluation in the budget's last 10%%; train: "
-                   "mean training-episode return over the last 10k env steps (the reference "
-                   "scores' protocol). Default eval")
-    c.add_argument("--results", default="results", help="results directory (default results/)")
-
     sub.add_parser("list", help="recipes with presets, slots with variants, env backends")
 
     e = sub.add_parser("eval", help="evaluate a trained agent",
@@ -117,6 +100,23 @@ def build_parser() -> argparse.ArgumentParser:
                     "DIR as method NAME instead of its run label (e.g. runs made with an "
                     "override that the preset has since adopted, beside runs of the preset); "
                     "runs of other settings under one name are refused")
+
+    c = sub.add_parser("compare", help="is one method's score different from another's beyond "
+                       "seed noise? (permutation test and bootstrap CI over seeds)",
+                       description="Two methods of the score tables (results/scores/*.csv) on "
+                       "one task at one budget: per-seed returns, the difference of means "
+                       "with a 95%% bootstrap CI and a two-sided permutation test.")
+    c.add_argument("first", help="baseline method, as the score tables name it (e.g. dreamerv3)")
+    c.add_argument("second", help="the method compared against it")
+    c.add_argument("--task", required=True, help="env id as in the tables, e.g. "
+                   "dmc:cartpole-balance")
+    c.add_argument("--at", type=int, required=True, metavar="STEPS",
+                   help="budget in env steps (action repeat counted)")
+    c.add_argument("--measure", choices=("eval", "train"), default="eval",
+                   help="eval: each seed's last evaluation in the budget's last 10%%; train: "
+                   "mean training-episode return over the last 10k env steps (the reference "
+                   "scores' protocol). Default eval")
+    c.add_argument("--results", default="results", help="results directory (default results/)")
     return p
 
 

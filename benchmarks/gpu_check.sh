@@ -4,7 +4,8 @@
 # 3.12, torch, numpy, pytest, tqdm, imageio, matplotlib, pandas, seaborn already there).
 #
 #   here, with network:  bash benchmarks/gpu_check.sh prepare        # wheels into .whl/ (ignored)
-#   on the GPU machine:  bash benchmarks/gpu_check.sh run [OUT_DIR]  # tests + speed tables
+#   on the GPU machine:  bash benchmarks/gpu_check.sh run [OUT_DIR]  # probe, tests, tables
+#   STAGES="probe tests v3" runs a subset (probe: benchmarks/gpu_probe.py on DreamerV3 XS)
 #
 # `run` installs the wheels and this checkout into a temporary folder (no build, no network),
 # then writes to OUT_DIR (default $OUT, else gpu-out/): machine.txt (torch, GPU, driver),
@@ -14,7 +15,7 @@
 # larger than what may travel to that machine, and the learner step's cost does not depend on
 # the env beyond the observation and action sizes. Not yet run on a GPU (none was lent so far).
 # DEVICE=cpu runs the same here, to check the script itself (with PYVER=3.11 for `prepare` and
-# V3_PRESETS=debug V12_PRESETS=debug UPDATES=3 to keep it short).
+# V3_PRESETS=debug V12_PRESETS=debug UPDATES=3 to keep it short; the probe needs CUDA).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHEELS=(gymnasium==1.4.0 farama-notifications==0.0.6 pygame-ce==2.5.8 cma==4.5.0
@@ -50,18 +51,32 @@ if torch.cuda.is_available() else 'no CUDA device')"
             2>/dev/null || true
         nproc
     } | tee "$out/machine.txt"
-    WORLDZOO_TEST_DEVICE=$device python3 -m pytest "$repo/tests/test_cuda.py" -q \
-        -p no:cacheprovider --rootdir "$repo" 2>&1 | tee "$out/tests.txt" \
-        || echo "tests/test_cuda.py had failures: see tests.txt"
-    speed=(python3 "$repo/benchmarks/speed.py" --device "$device" --env gym:Pendulum-v1)
-    # shellcheck disable=SC2086 # the preset lists split into words
-    "${speed[@]}" --recipes dreamerv3 --presets ${V3_PRESETS:-xs s small} --obs vector pixels \
-        --precision float32 bfloat16 --updates "${UPDATES:-30}" --max-seconds 20 \
-        --out "$out/dreamerv3_gpu.md"
-    # shellcheck disable=SC2086
-    "${speed[@]}" --recipes dreamerv1 dreamerv2 --presets ${V12_PRESETS:-small paper} \
-        --obs vector pixels \
-        --updates "${UPDATES:-20}" --max-seconds 15 --out "$out/recipes_gpu.md"
+    stages=${STAGES:-probe tests v3 v12}
+    speed=(python3 "$repo/benchmarks/speed.py" --device "$device" --env gym:Pendulum-v1
+           --updates "${UPDATES:-15}" --max-seconds 6 --peak-seconds 0.5 --act-steps 100)
+    for stage in $stages; do
+        echo "== $stage ($(date -u +%T))"
+        case $stage in
+        probe)  # host syncs, GPU busy share, whole-update CUDA graph (DreamerV3 XS)
+            timeout 120 python3 "$repo/benchmarks/gpu_probe.py" --device "$device" \
+                --recipe dreamerv3 --preset "${PROBE_PRESET:-xs}" --env gym:Pendulum-v1 \
+                2>&1 | tee "$out/probe.txt" || echo "gpu_probe.py failed: see probe.txt" ;;
+        tests)
+            WORLDZOO_TEST_DEVICE=$device timeout 150 python3 -m pytest \
+                "$repo/tests/test_cuda.py" -q -p no:cacheprovider --rootdir "$repo" 2>&1 \
+                | tee "$out/tests.txt" || echo "tests/test_cuda.py had failures: see tests.txt" ;;
+        v3)  # shellcheck disable=SC2086 # the preset lists split into words
+            timeout 200 "${speed[@]}" --recipes dreamerv3 --presets ${V3_PRESETS:-xs s small} \
+                --obs vector pixels --precision float32 bfloat16 \
+                --out "$out/dreamerv3_gpu.md" || echo "dreamerv3 table incomplete" ;;
+        v12)  # shellcheck disable=SC2086
+            timeout 150 "${speed[@]}" --recipes dreamerv1 dreamerv2 \
+                --presets ${V12_PRESETS:-small paper} --obs vector pixels \
+                --out "$out/recipes_gpu.md" || echo "dreamerv1/v2 table incomplete" ;;
+        *) echo "unknown stage $stage (known: probe tests v3 v12)" >&2; exit 2 ;;
+        esac
+    done
+    echo "== done ($(date -u +%T))"
     ;;
 *)
     echo "usage: bash benchmarks/gpu_check.sh prepare | run [OUT_DIR]" >&2

@@ -67,15 +67,11 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def measure(recipe: str, preset: str | None, obs: str, env_id: str, sets: list[str],
-            updates: int, max_seconds: float, act_steps: int, device: str,
-            seed: int = 0, precision: str = "float32") -> dict:
-    """Time up to `updates` train steps (at least 3, at most ~max_seconds) after 2 warm-up
-    updates, count one update's FLOPs, and time `act_steps` policy steps in the env."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from worldzoo import gemm
-    from worldzoo.agent import PRECISIONS, Agent
+def build(recipe: str, preset: str | None, obs: str, env_id: str, sets: list[str],
+          device: str, seed: int = 0, precision: str = "float32"):
+    """(config, agent, driver, envs, replay) with random-action episodes of the real env in the
+    replay: what the timed updates sample from."""
+    from worldzoo.agent import Agent
     from worldzoo.config import apply_sets, get_recipe
     from worldzoo.driver import Driver, make_vector_env
     from worldzoo.perf import tune_allocator
@@ -86,7 +82,6 @@ def measure(recipe: str, preset: str | None, obs: str, env_id: str, sets: list[s
     torch.manual_seed(seed)
     cfg = apply_sets(get_recipe(recipe, preset),
                      [f"env.obs={obs}", f"train.precision={precision}", *sets])
-    dtype = PRECISIONS[precision] or torch.float32
     t = cfg["train"]
     opts = {k: v for k, v in cfg["env"].items() if k != "num_envs"}
     envs = make_vector_env([env_factory(env_id, opts, seed, 0)], False)
@@ -101,6 +96,23 @@ def measure(recipe: str, preset: str | None, obs: str, env_id: str, sets: list[s
         if driver.all_last():
             env_act, agent_act = driver.zero_actions(), 0.0
         step, _ = driver.step(env_act, agent_act)
+    return cfg, agent, driver, envs, replay, step
+
+
+def measure(recipe: str, preset: str | None, obs: str, env_id: str, sets: list[str],
+            updates: int, max_seconds: float, act_steps: int, device: str,
+            seed: int = 0, precision: str = "float32", peak_seconds: float = 1.5) -> dict:
+    """Time up to `updates` train steps (at least 3, at most ~max_seconds) after 2 warm-up
+    updates, count one update's FLOPs, and time `act_steps` policy steps in the env."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from worldzoo import gemm
+    from worldzoo.agent import PRECISIONS
+
+    cfg, agent, driver, envs, replay, step = build(recipe, preset, obs, env_id, sets, device,
+                                                   seed, precision)
+    dtype = PRECISIONS[precision] or torch.float32
+    t = cfg["train"]
     # acting speed (policy + env)
     state, t0, env_steps = None, time.perf_counter(), 0
     for _ in range(act_steps):
@@ -143,7 +155,7 @@ def measure(recipe: str, preset: str | None, obs: str, env_id: str, sets: list[s
         _sync(device)
         phases[name].append(time.perf_counter() - start)
 
-    peak_before = matmul_peak(device, dtype=dtype)
+    peak_before = matmul_peak(device, dtype=dtype, seconds=peak_seconds)
     totals, begin = [], time.perf_counter()
     while len(totals) < updates and (len(totals) < 3 or time.perf_counter() - begin < max_seconds):
         b = batch()
@@ -153,7 +165,7 @@ def measure(recipe: str, preset: str | None, obs: str, env_id: str, sets: list[s
         _sync(device)
         totals.append(time.perf_counter() - start)
     sec = statistics.median(totals)
-    peak = (peak_before + matmul_peak(device, dtype=dtype)) / 2
+    peak = (peak_before + matmul_peak(device, dtype=dtype, seconds=peak_seconds)) / 2
     if device.startswith("cuda"):
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:  # the process's peak resident memory (Linux reports KiB)
@@ -199,7 +211,8 @@ def to_markdown(rows: list[dict]) -> str:
 
 def machine(device: str) -> str:
     if device.startswith("cuda"):
-        name = torch.cuda.get_device_name(torch.device(device))
+        name = (f"{torch.cuda.get_device_name(torch.device(device))} (float32 matmuls: TF32 "
+                f"{'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'})")
     else:
         name = platform.processor() or platform.machine()
         with contextlib.suppress(OSError):
@@ -246,12 +259,14 @@ def main() -> None:
     p.add_argument("--max-seconds", type=float, default=120.0,
                    help="stop timing a configuration after this long (at least 3 updates)")
     p.add_argument("--act-steps", type=int, default=200)
+    p.add_argument("--peak-seconds", type=float, default=1.5,
+                   help="time spent on each of the two matmul-peak measurements")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--out", help="also write the table to this Markdown file")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    ctx, rows = mp.get_context("spawn"), []
+    ctx, rows, failed = mp.get_context("spawn"), [], []
     for recipe in a.recipes:
         for preset in a.presets:
             for obs, precision in itertools.product(a.obs, a.precision):
@@ -259,12 +274,26 @@ def main() -> None:
                 kw = dict(recipe=recipe, preset=None if preset == "paper" else preset, obs=obs,
                           env_id=a.env, sets=a.sets, updates=a.updates,
                           max_seconds=a.max_seconds, act_steps=a.act_steps, device=a.device,
-                          threads=a.threads, precision=precision)
+                          threads=a.threads, precision=precision,
+                          peak_seconds=a.peak_seconds)
                 proc = ctx.Process(target=_child, args=(queue, kw))
                 proc.start()
-                row = _result(queue, proc)
-                rows.append(row)
+                try:
+                    rows.append(_result(queue, proc))
+                except SystemExit as e:  # the next configurations still run
+                    failed.append(f"{recipe} {preset} {obs} {precision}: {e}")
+                    print(failed[-1], flush=True)
+                    continue
                 print(to_markdown(rows[-1:]), flush=True)
+                if a.out:  # after every row: a run cut short keeps what it measured
+                    write(a.out, rows, a)
+    print(write(a.out, rows, a))
+    if failed:
+        raise SystemExit("failed configurations:\n" + "\n".join(failed))
+
+
+def write(path: str | None, rows: list[dict], a: argparse.Namespace) -> str:
+    """The table with its machine and method line; written to `path` if given."""
     text = (f"Machine: {machine(a.device)}. Env {a.env}. Median of up to {a.updates} updates "
             f"after 2 warm-up ones; phases are medians too. FLOPs: torch.utils.flop_counter "
             f"(matmuls and convolutions); <phase>_pct: that phase's FLOPs over its median time, as "
@@ -275,10 +304,10 @@ def main() -> None:
             f"steps/s: acting + updates at the recipe's train ratio. No compilation (compile "
             f"time 0).\n\n"
             f"{to_markdown(rows)}\n")
-    print(text)
-    if a.out:
-        with open(a.out, "w") as f:
+    if path:
+        with open(path, "w") as f:
             f.write(text)
+    return text
 
 
 if __name__ == "__main__":

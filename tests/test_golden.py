@@ -16,7 +16,7 @@ from worldzoo.components.critic_target import SlowRegTarget, SlowTarget
 from worldzoo.components.heads import TwoHotHead
 from worldzoo.components.kl import BalancedKL, FreeNatsKL, SplitKL
 from worldzoo.components.optim import LaProp
-from worldzoo.components.return_norm import PercentileReturnNorm
+from worldzoo.components.return_norm import PercentileReturnNorm, quantiles
 from worldzoo.components.rssm import CategoricalRSSM, clip_action
 from worldzoo.dists import TwoHotDist, symexp, symlog, symlog_bins, twohot
 from worldzoo.returns import discount_weights, lambda_return
@@ -309,6 +309,16 @@ def test_percentile_return_norm_ema_numpy():
     before = norm.hi.clone()
     norm(T(rng.normal(0, 1e4, size=100), dtype=torch.float32))
     assert torch.equal(before, norm.hi)
+
+
+def test_quantiles_match_torch_quantile():
+    """The sync-free quantiles of the percentile norm are torch.quantile's (linear)."""
+    gen = torch.Generator().manual_seed(0)
+    for n in (1, 2, 7, 1000, 15 * 1024):
+        x = 300 * torch.randn(n, generator=gen)
+        for q in (0.0, 0.05, 0.5, 0.95, 1.0):
+            torch.testing.assert_close(quantiles(x, (q,))[0], torch.quantile(x, q),
+                                       rtol=1e-6, atol=1e-6)
 
 
 # -- slow critic: V2 hard copy every 100 updates, V3 EMA 0.02 ---------------------------------

@@ -124,3 +124,13 @@ def unrolled(module: nn.Module) -> Iterator[None]:
     finally:
         for layer in layers:
             layer._tape = None
+
+
+def start_steps(is_first: torch.Tensor) -> list[bool]:
+    """Which steps of `is_first` [B, T] start an episode in any row: the unrolls blend in the
+    initial state only there. One host sync per batch; while a CUDA graph is being captured
+    (no sync allowed) every step blends, which is exact (a zero blend weight leaves the state
+    unchanged) and holds for any batch the graph replays."""
+    if is_first.is_cuda and torch.cuda.is_current_stream_capturing():
+        return [True] * is_first.shape[1]
+    return is_first.any(0).tolist()

@@ -45,9 +45,11 @@ class _SlowCopy(NoTarget):
 
     @torch.no_grad()
     def update(self) -> None:
-        if int(self.count) % self.every == 0:
-            for s, p in zip(self.slow.parameters(), self._critic[0].parameters()):
-                s.lerp_(p, self.rate)
+        """Mix the critic into the copy on every `every`-th call. The counter stays on the
+        device (a 0/1 factor of the rate, exact for lerp): no host sync in the update."""
+        rate = self.rate if self.every == 1 else self.rate * (self.count % self.every == 0)
+        for s, p in zip(self.slow.parameters(), self._critic[0].parameters()):
+            s.lerp_(p, rate)
         self.count += 1
 
 

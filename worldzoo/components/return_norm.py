@@ -21,6 +21,20 @@ class NoReturnNorm(nn.Module):
         return torch.ones((), device=returns.device)
 
 
+def quantiles(x: torch.Tensor, qs: tuple[float, ...]) -> list[torch.Tensor]:
+    """torch.quantile's linear interpolation of a 1-D `x` at the fractions `qs`, from one sort
+    and positions computed on the host: torch.quantile with a tensor of fractions checks their
+    range on the device, a host sync in the middle of a GPU update (and a graph-capture error)."""
+    xs = torch.sort(x).values
+    out = []
+    for q in qs:
+        pos = q * (len(xs) - 1)
+        lo = int(pos)
+        hi = min(lo + 1, len(xs) - 1)
+        out.append(torch.lerp(xs[lo], xs[hi], pos - lo))
+    return out
+
+
 @register("return_norm", "percentile")
 class PercentileReturnNorm(nn.Module):
     """Updates its EMA with each call (training mode) and returns max(limit, S)."""
@@ -33,8 +47,7 @@ class PercentileReturnNorm(nn.Module):
         self.register_buffer("hi", torch.zeros(()))
 
     def forward(self, returns: torch.Tensor) -> torch.Tensor:
-        x = returns.detach().flatten().float()
-        q = torch.quantile(x, torch.tensor([self.low, self.high], device=x.device))
+        q = quantiles(returns.detach().flatten().float(), (self.low, self.high))
         if self.training:
             self.lo.mul_(self.decay).add_((1 - self.decay) * q[0])
             self.hi.mul_(self.decay).add_((1 - self.decay) * q[1])

@@ -15,7 +15,7 @@ from worldzoo.components import rssm_fused
 from worldzoo.dists import sample_onehot
 from worldzoo.nets import MLP, full_precision, linear_block
 from worldzoo.registry import define_slot, register
-from worldzoo.unroll import StepLinear, unrolled
+from worldzoo.unroll import StepLinear, start_steps, unrolled
 
 define_slot("rssm", "latent dynamics: Gaussian (V1) or categorical straight-through (V2/V3)")
 
@@ -178,7 +178,7 @@ class RSSM(nn.Module):
             return {"stoch": stoch, "logits": logits, "deter": deter_seq}, prior
         deters, posts = [], []
         deter, stoch = state["deter"], state["stoch"]
-        starts = is_first.any(0).tolist()  # one host sync per batch, not one per step
+        starts = start_steps(is_first)  # one host sync per batch, not one per step
         action = clip_action(action, self.action_clip)  # elementwise: once, not per step
         # unbind, not embed[:, t]: one backward node stacks the steps' gradients (each
         # select's backward would fill and add a whole [B, T, E] gradient)

@@ -26,6 +26,7 @@ from torch import nn
 
 from worldzoo import gemm
 from worldzoo.dists import sample_onehot
+from worldzoo.unroll import start_steps
 
 ENABLED = True  # tests and benchmarks switch the fused path off here
 
@@ -269,7 +270,7 @@ def observe(rssm, embed: torch.Tensor, action: torch.Tensor, is_first: torch.Ten
     action = action * (1.0 - is_first.to(action.dtype)).unsqueeze(-1)
     pa = F.linear(action, w_in[:, S:], rssm.img_in[0].bias)  # (the biases where not normed)
     pe = F.linear(embed, w_post[:, D:], rssm.post_net[0].bias)
-    starts = is_first.any(0).tolist()  # one host sync per batch, not one per step
+    starts = start_steps(is_first)  # one host sync per batch, not one per step
     init_h = init["deter"].expand(len(embed), D)
     init_z = init["stoch"].expand(len(embed), S)
     out = rssm.post_net[3]

@@ -5,7 +5,8 @@
 #
 #   here, with network:  bash benchmarks/gpu_check.sh prepare        # wheels into .whl/ (ignored)
 #   on the GPU machine:  bash benchmarks/gpu_check.sh run [OUT_DIR]  # probe, tests, tables
-#   STAGES="probe tests v3" runs a subset (probe: benchmarks/gpu_probe.py on DreamerV3 XS)
+#   STAGES="probe tests v3" runs a subset (probe: benchmarks/gpu_probe.py on DreamerV3 XS);
+#   SETS="train.cuda_graph=true" passes --set to the speed tables
 #
 # `run` installs the wheels and this checkout into a temporary folder (no build, no network),
 # then writes to OUT_DIR (default $OUT, else gpu-out/): machine.txt (torch, GPU, driver),
@@ -54,6 +55,8 @@ if torch.cuda.is_available() else 'no CUDA device')"
     stages=${STAGES:-probe tests v3 v12}
     speed=(python3 "$repo/benchmarks/speed.py" --device "$device" --env gym:Pendulum-v1
            --updates "${UPDATES:-15}" --max-seconds 6 --peak-seconds 0.5 --act-steps 100)
+    # SETS="train.cuda_graph=true": the tables with the update replayed as one CUDA graph
+    for s in ${SETS:-}; do speed+=(--set "$s"); done
     for stage in $stages; do
         echo "== $stage ($(date -u +%T))"
         case $stage in

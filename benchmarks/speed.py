@@ -155,13 +155,20 @@ def measure(recipe: str, preset: str | None, obs: str, env_id: str, sets: list[s
         _sync(device)
         phases[name].append(time.perf_counter() - start)
 
+    step = lambda b: agent.train_step(b, phase)  # noqa: E731
+    if t.get("cuda_graph"):  # one replay per update: no phases to time
+        from worldzoo.graphs import GraphedTrainStep
+
+        step = GraphedTrainStep(agent, warmup=1)
+        for _ in range(2):  # a side-stream warm-up, then the capture (and its replay)
+            step(batch())
     peak_before = matmul_peak(device, dtype=dtype, seconds=peak_seconds)
     totals, begin = [], time.perf_counter()
     while len(totals) < updates and (len(totals) < 3 or time.perf_counter() - begin < max_seconds):
         b = batch()
         _sync(device)
         start = time.perf_counter()
-        agent.train_step(b, phase)
+        step(b)
         _sync(device)
         totals.append(time.perf_counter() - start)
     sec = statistics.median(totals)
@@ -176,12 +183,13 @@ def measure(recipe: str, preset: str | None, obs: str, env_id: str, sets: list[s
     loop_policy_steps_s = policy_per_update / (sec + policy_per_update * act_time / act_steps)
     return {
         "recipe": recipe, "preset": preset or "paper", "obs": obs, "precision": precision,
+        "cuda_graph": "yes" if t.get("cuda_graph") else "no",
         "gemm": gemm.cpu_gemm() if device == "cpu" else "-",
         "params_wm_M": sum(p.numel() for p in agent.wm.parameters()) / 1e6,
         "batch": f"{t['batch_size']}x{t['batch_length']}", "horizon": t["horizon"],
         "updates": len(totals), "s_per_update": sec,
-        **{f"{k}_s": statistics.median(phases[k]) for k in PHASES},
-        **{f"{k}_pct": 100 * phase_flops.get(k, 0) / 1e9 / statistics.median(phases[k]) / peak
+        **{f"{k}_s": _median(phases[k]) for k in PHASES},
+        **{f"{k}_pct": 100 * phase_flops.get(k, 0) / 1e9 / _median(phases[k]) / peak
            for k in PHASES},
         "gflop_per_update": flops / 1e9, "gflop_per_s": flops / 1e9 / sec,
         "peak_gflop_per_s": peak, "pct_peak": 100 * flops / 1e9 / sec / peak,
@@ -190,8 +198,14 @@ def measure(recipe: str, preset: str | None, obs: str, env_id: str, sets: list[s
     }
 
 
+def _median(xs: list[float]) -> float:
+    """The median, NaN for none (phases are not timed inside a CUDA graph)."""
+    return statistics.median(xs) if xs else float("nan")
+
+
 COLUMNS = {  # column: format
-    "recipe": "{}", "preset": "{}", "obs": "{}", "precision": "{}", "gemm": "{}",
+    "recipe": "{}", "preset": "{}", "obs": "{}", "precision": "{}", "cuda_graph": "{}",
+    "gemm": "{}",
     "params_wm_M": "{:.2f}",
     "batch": "{}", "horizon": "{}", "updates": "{}", "s_per_update": "{:.3f}",
     "world_model_s": "{:.3f}", "imagination_s": "{:.3f}", "actor_s": "{:.3f}", "critic_s": "{:.3f}",
@@ -300,7 +314,8 @@ def write(path: str | None, rows: list[dict], a: argparse.Namespace) -> str:
             f"a share of the peak. Peak: median rate of 2048^2 matmuls in the row's "
             f"precision (float32 on the CPU: the faster of MKL and oneDNN), in the same process "
             f"just before and after the updates; gemm: the backend of the update's float32 "
-            f"CPU linears (worldzoo.gemm). Loop env "
+            f"CPU linears (worldzoo.gemm). cuda_graph: the update replayed as one CUDA graph "
+            f"(train.cuda_graph; phases not timed, nan). Loop env "
             f"steps/s: acting + updates at the recipe's train ratio. No compilation (compile "
             f"time 0).\n\n"
             f"{to_markdown(rows)}\n")

@@ -178,6 +178,11 @@ CASES = [
     ("set-precision-world-models", ["run", "worldmodels", "--env", "gym:CartPole-v1", "--preset",
                                     "debug", "--set", "train.precision=bfloat16"],
      "World Models trains in float32", None),
+    ("set-cuda-graph-cpu", [*RUN, "--device", "cpu", "--set", "train.cuda_graph=true"],
+     "train.cuda_graph=true needs a CUDA device, not cpu", None),
+    ("set-cuda-graph-world-models", ["run", "worldmodels", "--env", "gym:CartPole-v1",
+                                     "--preset", "debug", "--set", "train.cuda_graph=true"],
+     "World Models has no Dreamer update to capture", None),
     ("set-eval-policy-unknown", [*RUN, "--set", "train.eval_policy=greedy"],
      "train.eval_policy='greedy' is out of range; use one of mode, sample", None),
     ("set-eval-policy-world-models", ["run", "worldmodels", "--env", "gym:CartPole-v1",
@@ -313,3 +318,15 @@ def test_run_id_never_reuses_a_directory(tmp_path):
     (tmp_path / "x").mkdir()
     (tmp_path / "x_2").mkdir()
     assert runs._unique_id(tmp_path, "x") == "x_3" and runs._unique_id(tmp_path, "y") == "y"
+
+
+def test_cuda_graph_refuses_a_host_counting_optimiser():
+    """LaProp counts its steps on the host: a graph would replay its first step size."""
+    from worldzoo.config import ConfigError, apply_sets, get_recipe
+    from worldzoo.graphs import check_cuda_graph
+
+    cfg = apply_sets(get_recipe("dreamerv3_2024", "debug"), ["train.cuda_graph=true"])
+    with pytest.raises(ConfigError, match="cannot capture optim=laprop"):
+        check_cuda_graph(cfg, "cuda")
+    check_cuda_graph(apply_sets(get_recipe("dreamerv3", "debug"), ["train.cuda_graph=true"]),
+                     "cuda")

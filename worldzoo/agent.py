@@ -115,7 +115,9 @@ class Agent(nn.Module):
         dtype = PRECISIONS[self.precision]
         if dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=dtype)
+        # no cast cache while a CUDA graph records (torch's rule for autocast in graphs)
+        capturing = self.device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+        return torch.autocast(self.device.type, dtype=dtype, cache_enabled=not capturing)
 
     def initial_state(self, batch: int):
         """Policy state at the start of an episode: (RSSM state, previous action)."""

@@ -88,6 +88,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "threads": 0,                 # torch intra-op threads (0: torch's own choice); on a
                                   # busy CPU, 1 per run is often much faster for small nets
     "precision": "float32",       # learner-step compute: float32 or bfloat16 (autocast)
+    "cuda_graph": False,          # CUDA only: the whole update as one CUDA graph (graphs.py)
     "eval_policy": "mode",        # evaluation acts with the policy's mode, or samples from it
 }
 

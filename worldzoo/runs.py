@@ -314,8 +314,10 @@ def run(recipe: str | None = None, env: str | None = None, *, steps: int | None 
                   f"{safe_name(env)}_s{seed}")
         run_id = _unique_id(basedir, run_id)
     from worldzoo.agent import check_precision
+    from worldzoo.graphs import check_cuda_graph
 
     check_precision(meta["config"]["train"].get("precision", "float32"), dev)
+    check_cuda_graph(meta["config"], dev)
     _check_cpu_gemm()
     try:
         basedir.mkdir(parents=True, exist_ok=True)

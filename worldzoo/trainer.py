@@ -30,6 +30,7 @@ from worldzoo.faults import (
     TrainingFaultError,
     UpdateGuard,
 )
+from worldzoo.graphs import GraphedTrainStep
 from worldzoo.interrupts import Interrupts
 from worldzoo.perf import cpu_bf16_native, tune_allocator
 from worldzoo.replay import STORAGES, human_bytes, make_replay, step_bytes
@@ -153,6 +154,9 @@ class Trainer:
         for d in (self.driver, self.eval_driver):
             d.action_dim, d.discrete = self.action_dim, self.discrete
         self.agent = Agent(cfg, obs_space, act_space).to(device)
+        # the learner step: eager, or one CUDA graph replayed per update (train.cuda_graph)
+        self.train_step = (GraphedTrainStep(self.agent) if t.get("cuda_graph")
+                           else self.agent.train_step)
         self.update_guard = UpdateGuard(self.agent, self.agent.optim, FaultLimit(
             int(t.get("max_skipped_updates", 20)), 1, TrainingFaultError, _training_fault))
         self.replay = make_replay(t.get("replay_storage", "memory"), int(t["replay_capacity"]),
@@ -241,7 +245,7 @@ class Trainer:
         batch = self.replay.sample(self.train["batch_size"], self.train["batch_length"],
                                    self.device)
         try:
-            metrics = self.update_guard(lambda: self.agent.train_step(batch))
+            metrics = self.update_guard(lambda: self.train_step(batch))
         finally:
             self.c["skipped_updates"] = self.update_guard.skipped
         if metrics is not None:

@@ -48,6 +48,9 @@ class WorldModelsTrainer:
         if precision != "float32":
             raise ConfigError(f"train.precision={precision!r}: World Models trains in float32 "
                               "(bfloat16 is a Dreamer learner-step option); drop the --set")
+        if cfg["train"].get("cuda_graph", False):
+            raise ConfigError("train.cuda_graph: World Models has no Dreamer update to capture "
+                              "(its V, M and C train apart); drop the --set")
         if cfg["train"].get("eval_policy", "mode") != "mode":
             raise ConfigError("train.eval_policy: the World Models controller is deterministic "
                               "(a linear map, evaluated as is); drop the --set")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import gc
+import weakref
 
 import pytest
 import torch
@@ -116,3 +118,24 @@ def test_observe_gradients_unchanged(defer_all, monkeypatch):
     assert len(expected) == len(got)
     for a, b in zip(expected, got):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+
+
+def test_unroll_leaves_no_reference_cycle():
+    """A finished unroll's tape (and the step inputs it holds) is freed by reference counting
+    once its graph is: no cycle through the autograd graph keeps an update alive (it leaked
+    the inputs of every update, and a CUDA graph capture trips on the leftover nodes)."""
+    layer = StepLinear(6, 6)
+    layer.min_weight = 0
+    x = torch.randn(4, 6, requires_grad=True)
+    gc.disable()
+    try:
+        with unrolled(layer):
+            tape = weakref.ref(layer._tape)
+            h = x
+            for _ in range(3):
+                h = torch.tanh(layer(h))
+        h.sum().backward()
+        del h
+        assert tape() is None
+    finally:
+        gc.enable()

@@ -30,7 +30,8 @@ from worldzoo.nets import Linear
 class _Tape:
     """One unroll of one layer: the row-major weight copy (MKL only: oneDNN takes W as it is,
     `worldzoo.gemm`), every step's input and output gradient, and `token`, a scalar every step
-    reads so that autograd runs `_Collect`'s backward once, after all the steps' backwards."""
+    reads so that autograd runs `_Collect`'s backward once, after all the steps' backwards
+    (held only during the unroll: its node holds the tape, see `unrolled`)."""
 
     def __init__(self, layer: nn.Linear) -> None:
         self.layer, self.version = layer, layer.weight._version
@@ -87,7 +88,7 @@ class _Step(torch.autograd.Function):
         tape.grads[ctx.index] = grad
         weight = tape.layer.weight.detach()
         grad_x = gemm.matmul_nt(grad, weight.t()) if ctx.needs_input_grad[0] else None
-        return grad_x, tape.token.new_zeros(()), None
+        return grad_x, tape.layer.weight.new_zeros(()), None  # the token's zero gradient
 
 
 class StepLinear(Linear):
@@ -123,6 +124,9 @@ def unrolled(module: nn.Module) -> Iterator[None]:
         yield
     finally:
         for layer in layers:
+            # the token's node holds the tape: dropping the tape's hold on the token breaks
+            # the cycle, so the update's graph is freed with its last tensor, not by the GC
+            layer._tape.token = None
             layer._tape = None
 
 

@@ -48,11 +48,16 @@ class GraphedTrainStep:
         self.static: dict[str, torch.Tensor] = {}
         self.out: dict[str, torch.Tensor] = {}
 
+    def _capturable(self) -> None:
+        """Optimiser state and step counts on the device (set after any load_state_dict, a
+        resume's or an undone update's, which replaces the optimisers' groups)."""
+        for opt in self.agent.optim.opts.values():
+            for group in opt.param_groups:
+                group["capturable"] = True
+
     def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        if self.calls == 0:  # set here, after any resume replaced the optimisers' groups
-            for opt in self.agent.optim.opts.values():
-                for group in opt.param_groups:
-                    group["capturable"] = True
+        if self.calls == 0:
+            self._capturable()
         self.calls += 1
         if self.graph is None and self.calls <= self.warmup:
             return self._eager(batch)
@@ -60,9 +65,9 @@ class GraphedTrainStep:
             self._capture(batch)
         if batch.keys() != self.static.keys() or any(
                 v.shape != self.static[k].shape for k, v in batch.items()):
-            raise ValueError("train.cuda_graph replays one batch shape; got "
-                             f"{ {k: tuple(v.shape) for k, v in batch.items()} }, captured "
-                             f"{ {k: tuple(v.shape) for k, v in self.static.items()} }")
+            raise TypeError("train.cuda_graph replays one batch shape; got "
+                            f"{ {k: tuple(v.shape) for k, v in batch.items()} }, captured "
+                            f"{ {k: tuple(v.shape) for k, v in self.static.items()} }")
         for k, v in batch.items():
             self.static[k].copy_(v)
         self.graph.replay()
@@ -79,6 +84,7 @@ class GraphedTrainStep:
 
     def _capture(self, batch: dict[str, torch.Tensor]) -> None:
         self.static = {k: v.clone() for k, v in batch.items()}
+        self._capturable()
         torch.cuda.synchronize()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):

@@ -74,6 +74,7 @@ def build(recipe: str, preset: str | None, obs: str, env_id: str, sets: list[str
     from worldzoo.agent import Agent
     from worldzoo.config import apply_sets, get_recipe
     from worldzoo.driver import Driver, make_vector_env
+    from worldzoo.graphs import check_cuda_graph
     from worldzoo.perf import tune_allocator
     from worldzoo.replay import Replay
     from worldzoo.trainer import env_factory
@@ -82,6 +83,7 @@ def build(recipe: str, preset: str | None, obs: str, env_id: str, sets: list[str
     torch.manual_seed(seed)
     cfg = apply_sets(get_recipe(recipe, preset),
                      [f"env.obs={obs}", f"train.precision={precision}", *sets])
+    check_cuda_graph(cfg, device)
     t = cfg["train"]
     opts = {k: v for k, v in cfg["env"].items() if k != "num_envs"}
     envs = make_vector_env([env_factory(env_id, opts, seed, 0)], False)

@@ -330,3 +330,15 @@ def test_cuda_graph_refuses_a_host_counting_optimiser():
         check_cuda_graph(cfg, "cuda")
     check_cuda_graph(apply_sets(get_recipe("dreamerv3", "debug"), ["train.cuda_graph=true"]),
                      "cuda")
+
+
+def test_cuda_graph_is_not_a_method_difference():
+    """Graphed runs make the eager run's updates: same label, same config id as runs made
+    before the key existed."""
+    from worldzoo.config import apply_sets, config_id, get_recipe, label, resolve
+
+    cfg = resolve(get_recipe("dreamerv3", "small"))
+    before = {**cfg, "train": {k: v for k, v in cfg["train"].items() if k != "cuda_graph"}}
+    graphed = resolve(apply_sets(get_recipe("dreamerv3", "small"), ["train.cuda_graph=true"]))
+    assert config_id(cfg) == config_id(before) == config_id(graphed)
+    assert label("dreamerv3", ["train.cuda_graph=true"]) == "dreamerv3"

@@ -209,12 +209,14 @@ def apply_sets(cfg: Config, items: list[str]) -> Config:
 
 # settings that change how a run executes, not what it learns: left out of run labels
 RUNTIME_KEYS = ("train.threads", "train.checkpoint_every", "train.log_every",
-                "train.max_env_faults", "train.max_skipped_updates")
+                "train.max_env_faults", "train.max_skipped_updates",
+                "train.cuda_graph")  # the same updates, replayed: not a method difference
 
 
 def label(recipe_name: str, items: list[str]) -> str:
     """Run label: the recipe plus the overrides that change learning, e.g.
-    `dreamerv3[rssm=gaussian]` (thread counts, checkpoint and log intervals are left out)."""
+    `dreamerv3[rssm=gaussian]` (thread counts, checkpoint and log intervals, CUDA graphs are
+    left out)."""
     sets = [f"{k}={v}" for k, v in map(parse_set, items) if k not in RUNTIME_KEYS]
     return f"{recipe_name}[{','.join(sets)}]" if sets else recipe_name
 

@@ -141,6 +141,10 @@ class Trainer:
                 and cpu_bf16_native() is False and not quiet):
             print("note: train.precision=bfloat16 on a CPU without AMX-BF16 or AVX512-BF16 is "
                   "emulated and slower than float32", flush=True)
+        if str(device).startswith("cuda") and not t.get("cuda_graph") and not quiet:
+            print("note: --set train.cuda_graph=true replays each update as one CUDA graph "
+                  "(the same updates, 3-8x faster per update on an H200; README, Speed)",
+                  flush=True)
         eval_fns = [env_factory(env_id, opts, seed + 10_000, 0)]
         max_faults = int(t.get("max_env_faults", 10))
         self.driver = Driver(lambda: train_envs(env_id, opts, seed, self.num_envs, wrap_env),

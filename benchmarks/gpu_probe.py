@@ -5,12 +5,10 @@
 2. GPU busy share: the union of kernel and copy intervals (torch.profiler, CUPTI) over the
    unprofiled wall time of the same updates, and kernels launched per update: a step whose
    GPU idles between many small kernels is bound by launch overhead, not by arithmetic;
-3. CUDA graph: the whole update (world model, imagination, actor, critic, optimiser steps)
-   captured once and replayed on new batches copied into its static inputs, timed against
-   eager updates on the same batches, with both runs' losses side by side. This is a
-   feasibility probe, not a training mode: state the graph bakes in at capture (Python step
-   counters of LaProp's warm-up or of a hard-copy target, the sync-free start blending of
-   `worldzoo.unroll.start_steps`) makes it exact only for recipes without such counters.
+3. CUDA graph: `train.cuda_graph`'s step (`worldzoo.graphs.GraphedTrainStep`: the whole
+   update captured once and replayed on new batches copied into its static inputs), timed
+   against eager updates of an identical agent on the same batches, with both runs' losses
+   side by side (interleaved on one generator, so their random draws differ).
 
     python benchmarks/gpu_probe.py --recipe dreamerv3 --preset xs --env gym:Pendulum-v1
 """
@@ -27,6 +25,7 @@ import warnings
 import torch
 
 from worldzoo.benchmarks.speed import build
+from worldzoo.graphs import GraphedTrainStep
 
 
 def _setup(args: argparse.Namespace):
@@ -103,46 +102,33 @@ def gpu_busy(agent, batch_fn, n: int = 5) -> dict:
 
 
 def graph_probe(args: argparse.Namespace, updates: int = 30) -> dict:
-    """Capture one whole update as a CUDA graph; replay it on `updates` new batches and run as
-    many eager updates of an identical agent on the same batches."""
+    """`train.cuda_graph`'s step (worldzoo.graphs) against eager updates of an identical agent
+    on the same `updates` new batches, after 3 warm-ups and the capture on one batch."""
     agent, batch_fn = _setup(args)
-    for opt in agent.optim.opts.values():  # optimiser state and step counts stay on the GPU
-        for group in opt.param_groups:
-            group["capturable"] = True
-    static = batch_fn()
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # warm-up off the capture stream, as torch's docs ask
-        for _ in range(3):
-            agent.train_step(static)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
+    graphed = GraphedTrainStep(agent, warmup=3)
+    first = batch_fn()
+    for _ in range(3):
+        graphed(first)
+    torch.cuda.synchronize()
     start = time.perf_counter()
-    with torch.cuda.graph(graph):
-        out = agent.train_step(static)
+    graphed(first)  # the capture, then its first replay
     torch.cuda.synchronize()
     capture_s = time.perf_counter() - start
     batches = [batch_fn() for _ in range(updates)]
 
     eager, _ = _setup(args)
-    for _ in range(3):
-        eager.train_step(static)
+    for _ in range(4):
+        eager.train_step(first)
     res: dict[str, list[float]] = {"graph_s": [], "eager_s": [], "graph_loss": [],
                                    "eager_loss": []}
     for b in batches:
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for k, v in b.items():
-            static[k].copy_(v)
-        graph.replay()
-        torch.cuda.synchronize()
-        res["graph_s"].append(time.perf_counter() - t0)
-        res["graph_loss"].append(float(out["loss_model"]))
-        t0 = time.perf_counter()
-        metrics = eager.train_step(b)
-        torch.cuda.synchronize()
-        res["eager_s"].append(time.perf_counter() - t0)
-        res["eager_loss"].append(float(metrics["loss_model"]))
+        for name, step in (("graph", graphed), ("eager", eager.train_step)):
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            metrics = step(b)
+            torch.cuda.synchronize()
+            res[f"{name}_s"].append(time.perf_counter() - t0)
+            res[f"{name}_loss"].append(float(metrics["loss_model"]))
     return {"capture_s": capture_s, **res}
 
 
@@ -183,7 +169,8 @@ def main() -> None:
             print("\n## CUDA graph capture failed:\n" + traceback.format_exc(), flush=True)
             return
         med = {k: statistics.median(g[k]) for k in ("graph_s", "eager_s")}
-        print(f"\n## CUDA graph of the whole update: capture {g['capture_s']:.2f} s; replay "
+        print(f"\n## CUDA graph of the whole update: capture and first replay "
+              f"{g['capture_s']:.2f} s; replay "
               f"{med['graph_s'] * 1e3:.1f} ms vs eager {med['eager_s'] * 1e3:.1f} ms "
               f"({med['eager_s'] / med['graph_s']:.2f}x), median of {len(g['graph_s'])}")
         print("loss_model graph: " + " ".join(f"{x:.3f}" for x in g["graph_loss"]))

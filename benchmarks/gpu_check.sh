@@ -14,7 +14,8 @@
 # and bf16, vector and pixels) and recipes_gpu.md (DreamerV1 / V2 small and paper). The env is
 # gym:Pendulum-v1 (3-dim vectors or 64 x 64 renders, 1 action): dm_control's wheel alone is
 # larger than what may travel to that machine, and the learner step's cost does not depend on
-# the env beyond the observation and action sizes. Not yet run on a GPU (none was lent so far).
+# the env beyond the observation and action sizes. Run on an H200 on 2026-12-04:
+# results/speed/gpu_h200.md.
 # DEVICE=cpu runs the same here, to check the script itself (with PYVER=3.11 for `prepare` and
 # V3_PRESETS=debug V12_PRESETS=debug UPDATES=3 to keep it short; the probe needs CUDA).
 set -euo pipefail

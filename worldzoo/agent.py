@@ -77,6 +77,7 @@ class Agent(nn.Module):
         self.optim = assemble(cfg, "optim", {"model": self.wm, "actor": self.ac.actor,
                                              "critic": self.ac.critic})
         self.precision = cfg["train"].get("precision", "float32")  # runs saved before it
+        self.wm.rssm.fused = bool(cfg["train"].get("fused_unroll", True))  # rssm_fused
         check_precision(self.precision, "cpu")
 
     @property

@@ -89,6 +89,8 @@ TRAIN_DEFAULTS: dict[str, Any] = {
                                   # busy CPU, 1 per run is often much faster for small nets
     "precision": "float32",       # learner-step compute: float32 or bfloat16 (autocast)
     "cuda_graph": False,          # CUDA only: the whole update as one CUDA graph (graphs.py)
+    "fused_unroll": True,         # V2/V3 posterior unroll as one node (rssm_fused); false: the
+                                  # autograd unroll (the same maths, for learning A/Bs)
     "eval_policy": "mode",        # evaluation acts with the policy's mode, or samples from it
 }
 
@@ -210,7 +212,8 @@ def apply_sets(cfg: Config, items: list[str]) -> Config:
 # settings that change how a run executes, not what it learns: left out of run labels
 RUNTIME_KEYS = ("train.threads", "train.checkpoint_every", "train.log_every",
                 "train.max_env_faults", "train.max_skipped_updates",
-                "train.cuda_graph")  # the same updates, replayed: not a method difference
+                "train.cuda_graph",  # the same updates, replayed: not a method difference
+                "train.fused_unroll")  # the same maths in another order (float64-equal)
 
 
 def label(recipe_name: str, items: list[str]) -> str:

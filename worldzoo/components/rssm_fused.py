@@ -28,7 +28,7 @@ from worldzoo import gemm
 from worldzoo.dists import sample_onehot
 from worldzoo.unroll import start_steps
 
-ENABLED = True  # tests and benchmarks switch the fused path off here
+ENABLED = True  # tests and benchmarks switch the fused path off here; a run: train.fused_unroll
 
 
 def _act_kind(module: nn.Module) -> str | None:
@@ -54,8 +54,8 @@ def fusable(rssm: nn.Module, x: torch.Tensor) -> bool:
     """Whether `rssm.observe` on inputs like `x` can run as one node (module docstring)."""
     from worldzoo.components.rssm import CategoricalRSSM, NormGRUCell  # (imports this)
 
-    if not ENABLED or not isinstance(rssm, CategoricalRSSM) or x.dim() != 3 \
-            or x.dtype not in (torch.float32, torch.float64):
+    if not (ENABLED and getattr(rssm, "fused", True) and isinstance(rssm, CategoricalRSSM)) \
+            or x.dim() != 3 or x.dtype not in (torch.float32, torch.float64):
         return False
     if torch.is_autocast_enabled(x.device.type) or torch.compiler.is_compiling():
         return False

@@ -1,6 +1,8 @@
 """The CPU GEMM backends behind nets.Linear and StepLinear: same results, same gradients,
 same checkpoints, clear errors."""
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -178,3 +180,36 @@ def test_auto_probe_leaves_the_seeded_stream_alone():
         assert torch.equal(torch.rand(4), expected)
     finally:
         gemm.set_cpu_gemm(before)
+
+
+def test_auto_keeps_its_choice_per_machine(tmp_path, monkeypatch):
+    """`auto` measures once per machine key and later processes reuse that choice (a seed gives
+    the same numbers run after run); another key measures again; a corrupt file is measured
+    over."""
+    before = gemm.cpu_gemm()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    calls = []
+    monkeypatch.setattr(gemm, "rates", lambda: calls.append(1) or {"mkl": 100.0, "onednn": 90.0})
+    try:
+        assert gemm.set_cpu_gemm("auto") == "mkl" and len(calls) == 1
+        path = tmp_path / "worldzoo" / "cpu_gemm.json"
+        kept = json.loads(path.read_text())
+        assert kept[gemm.machine_key()] == {"backend": "mkl",
+                                            "rates": {"mkl": 100.0, "onednn": 90.0}}
+        # a disturbed probe would now say onednn: the kept choice wins
+        monkeypatch.setattr(gemm, "rates", lambda: calls.append(1) or {"mkl": 50.0, "onednn": 90.0})
+        assert gemm.set_cpu_gemm("auto") == "mkl" and len(calls) == 1
+        assert gemm.probe_rates() == {"mkl": 100.0, "onednn": 90.0}
+        monkeypatch.setattr(gemm, "machine_key", lambda: "another CPU | torch x | 2 threads")
+        expect = "onednn" if gemm.onednn_available() else "mkl"
+        assert gemm.set_cpu_gemm("auto") == expect and len(calls) == 2
+        assert len(json.loads(path.read_text())) == 2
+        path.write_text("{not json")
+        assert gemm.set_cpu_gemm("auto") == expect and len(calls) == 3
+    finally:
+        gemm.set_cpu_gemm(before)
+
+
+def test_machine_key_names_cpu_torch_and_threads():
+    key = gemm.machine_key()
+    assert torch.__version__ in key and f"{torch.get_num_threads()} threads" in key

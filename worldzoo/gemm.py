@@ -7,9 +7,12 @@ matmul at ~190 GFLOP/s on 2 threads where oneDNN's AVX-512 kernels ran the same 
 (results/speed/dreamerv3_cpu.md). On the Intel Xeon this project was first measured on, MKL
 reached 260-330. So the backend is chosen per machine:
 
-- `WORLDZOO_CPU_GEMM=auto` (the default): time both on one learner-sized product once per
-  process (~0.1 s) and take oneDNN only where it is at least `AUTO_MARGIN` times faster, so
-  that a machine where the two are close stays on torch's default, run after run;
+- `WORLDZOO_CPU_GEMM=auto` (the default): time both on one learner-sized product and take
+  oneDNN only where it is at least `AUTO_MARGIN` times faster, so that a machine where the
+  two are close stays on torch's default. The choice is kept per machine (CPU model, torch
+  version, thread count) in `$XDG_CACHE_HOME/worldzoo/cpu_gemm.json` (default `~/.cache`):
+  later runs there use the same backend, so a seed gives the same numbers run after run even
+  when a probe is disturbed by other work starting beside it (delete the file to re-measure);
 - `WORLDZOO_CPU_GEMM=mkl` or `onednn`: that one (`set_cpu_gemm` does the same in code).
 
 Both compute in float32 with float32 accumulation (oneDNN's strict fp32 mode, no bf16
@@ -20,9 +23,11 @@ go through `torch` as before.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -107,11 +112,55 @@ def set_cpu_gemm(name: str) -> str:
         raise ValueError("CPU GEMM backend 'onednn' asked for, but this PyTorch build has no "
                          "oneDNN (torch.backends.mkldnn.is_available() is False); use 'mkl'")
     if name == "auto":
-        _rates.clear()
-        _rates.update(rates())
-        fast = _rates.get("onednn", 0.0) >= AUTO_MARGIN * _rates["mkl"]
-        name = "onednn" if fast else "mkl"
+        name = _auto()
     _resolved = name
+    return name
+
+
+def cache_path() -> Path:
+    """Where `auto` keeps each machine's choice (module docstring)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "worldzoo" / "cpu_gemm.json"
+
+
+def machine_key() -> str:
+    """What a kept choice holds for: CPU model, torch version, intra-op threads."""
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((ln.split(":", 1)[1].strip() for ln in f
+                          if ln.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"{model} | torch {torch.__version__} | {torch.get_num_threads()} threads"
+
+
+def _auto() -> str:
+    """`auto`: the kept choice for this machine, else measure both, choose and keep it."""
+    path, key = cache_path(), machine_key()
+    try:
+        kept = json.loads(path.read_text())
+    except (OSError, ValueError):
+        kept = {}
+    entry = kept.get(key) if isinstance(kept, dict) else None
+    if isinstance(entry, dict) and entry.get("backend") in ("mkl", "onednn") and (
+            entry["backend"] == "mkl" or onednn_available()):
+        _rates.clear()
+        _rates.update(entry.get("rates", {}))
+        return entry["backend"]
+    _rates.clear()
+    _rates.update(rates())
+    fast = onednn_available() and _rates.get("onednn", 0.0) >= AUTO_MARGIN * _rates["mkl"]
+    name = "onednn" if fast else "mkl"
+    kept = kept if isinstance(kept, dict) else {}
+    kept[key] = {"backend": name, "rates": {k: round(v, 1) for k, v in _rates.items()}}
+    try:  # atomic: runs starting together each write a whole file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(kept, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    except OSError:  # a read-only home: measure again next time
+        pass
     return name
 
 
@@ -123,7 +172,8 @@ def cpu_gemm() -> str:
 
 
 def probe_rates() -> dict[str, float]:
-    """The GFLOP/s that `auto` measured (empty if the backend was named, not measured)."""
+    """The GFLOP/s behind `auto`'s choice (measured now or kept from the run that chose;
+    empty if the backend was named)."""
     return dict(_rates)
 
 

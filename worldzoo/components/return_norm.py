@@ -22,16 +22,16 @@ class NoReturnNorm(nn.Module):
 
 
 def quantiles(x: torch.Tensor, qs: tuple[float, ...]) -> list[torch.Tensor]:
-    """torch.quantile's linear interpolation of a 1-D `x` at the fractions `qs`, from one sort
-    and positions computed on the host: torch.quantile with a tensor of fractions checks their
-    range on the device, a host sync in the middle of a GPU update (and a graph-capture error)."""
+    """torch.quantile's linear interpolation of a 1-D `x` at the fractions `qs`, bit for bit,
+    from one sort and positions computed on the host (in `x`'s dtype, as torch.quantile does):
+    torch.quantile with a tensor of fractions checks their range on the device, a host sync in
+    the middle of a GPU update (and a graph-capture error)."""
     xs = torch.sort(x).values
     out = []
     for q in qs:
-        pos = q * (len(xs) - 1)
-        lo = int(pos)
-        hi = min(lo + 1, len(xs) - 1)
-        out.append(torch.lerp(xs[lo], xs[hi], pos - lo))
+        rank = torch.tensor(q, dtype=x.dtype) * (len(xs) - 1)  # a CPU scalar: no device sync
+        lo, hi = int(rank), int(torch.ceil(rank))
+        out.append(torch.lerp(xs[lo], xs[hi], float(rank - lo)))
     return out
 
 

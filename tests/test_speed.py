@@ -96,3 +96,26 @@ def test_ab_compiled_head_runs(capsys):
     out = capsys.readouterr().out
     assert "(compiled: batched)" in out and "first update s (includes compilation)" in out
     assert "| head / base |" in out
+
+
+def test_op_times_splits_products_from_other_ops(capsys):
+    """benchmarks/op_times.py times every op of real updates (forward and backward) and says
+    what share of the peak the products alone would allow."""
+    from worldzoo.benchmarks import op_times
+
+    timer = op_times.OpTimer()
+    x = torch.randn(8, 4, requires_grad=True)
+    with timer:
+        (x @ torch.randn(4, 3)).relu().sum().backward()
+    ops = {op for op, _ in timer.stats}
+    assert "aten.mm.default" in ops and any("threshold_backward" in op for op in ops)
+    assert op_times.is_product("aten.mm.default") and op_times.is_product("aten.addmm.default")
+    assert not op_times.is_product("aten.relu.default")
+    op_times.main(["--preset", "debug", "--env", "gym:CartPole-v1", "--updates", "1", "--top",
+                   "3", "--threads", "1", "--peak-seconds", "0.1"])
+    out = capsys.readouterr().out
+    assert "products" in out and "other ops" in out and out.count("\n| ") == 4
+    assert "with every other op free:" in out
+    with pytest.raises(SystemExit) as err:
+        op_times.main(["--updates", "0"])
+    assert err.value.code == 2

@@ -74,6 +74,18 @@ def test_compare_reads_the_budget_value_per_seed():
     assert t.values[0].tolist() == [90, 100, 110, 120]
 
 
+def test_a_side_can_pool_two_methods_seeds():
+    df = _table({"base": [100, 110], "also": [120, 130], "new": [200, 210, 220, 230]})
+    pooled = compare.compare(df, TASK, "base + also", "new", 50_000)
+    alone = compare.compare(_table({"base": [100, 110, 120, 130], "new": [200, 210, 220, 230]}),
+                            TASK, "base", "new", 50_000)
+    assert pooled.values[0].tolist() == [100, 110, 120, 130] and pooled.seeds[0] == [0, 1, 0, 1]
+    assert pooled.p == alone.p and pooled.diff == alone.diff
+    assert "| base + also | 4 |" in pooled.markdown()
+    with pytest.raises(ConfigError, match="no scores for method 'nope'"):
+        compare.compare(df, TASK, "base + nope", "new", 50_000)
+
+
 def test_too_few_seeds_to_reach_five_percent_is_said():
     df = _table({"base": [100, 110, 120, 130], "new": [200, 210]})
     c = compare.compare(df, TASK, "base", "new", 50_000)

@@ -102,11 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "runs of other settings under one name are refused")
 
     c = sub.add_parser("compare", help="is one method's score different from another's beyond "
-                       "seed noise? (permutation test and bootstrap CI over seeds)",
+                       "seed noise? (permutation test and Welch interval over seeds)",
                        description="Two methods of the score tables (results/scores/*.csv) on "
                        "one task at one budget: per-seed returns, the difference of means "
-                       "with a 95%% bootstrap CI and a two-sided permutation test.")
-    c.add_argument("first", help="baseline method, as the score tables name it (e.g. dreamerv3)")
+                       "with a 95% Welch interval and a two-sided permutation test. A side "
+                       "given as 'A + B' pools the seeds of methods A and B.")
+    c.add_argument("first", help="baseline method, as the score tables name it (e.g. dreamerv3); "
+                   "'A + B' pools two methods' seeds")
     c.add_argument("second", help="the method compared against it")
     c.add_argument("--task", required=True, help="env id as in the tables, e.g. "
                    "dmc:cartpole-balance")

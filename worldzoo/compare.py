@@ -22,6 +22,8 @@ from worldzoo.config import ConfigError
 from worldzoo.plots import at_budget, ref_window, train_window
 
 EXACT_SPLITS = 200_000
+POOL = " + "  # "A + B" as one side pools the seeds of methods A and B (the same algorithm
+              # under two names, e.g. runs of two lineages that compute the same updates)
 MEASURES = ("eval", "train")
 
 
@@ -116,7 +118,8 @@ def per_seed(df: pd.DataFrame, task: str, method: str, budget: int, measure: str
 
 def compare(df: pd.DataFrame, task: str, first: str, second: str, budget: int,
             measure: str = "eval") -> Comparison:
-    """Compare `second` against `first` (module docstring); ConfigError names what is missing."""
+    """Compare `second` against `first` (module docstring), each a method or several joined by
+    " + " (their seeds pooled); ConfigError names what is missing."""
     if measure not in MEASURES:
         raise ConfigError(f"unknown measure '{measure}'; known: {', '.join(MEASURES)}")
     if budget < 1:
@@ -127,18 +130,22 @@ def compare(df: pd.DataFrame, task: str, first: str, second: str, budget: int,
                           f"{', '.join(tasks) or 'none'}")
     known = sorted(df.loc[df["task"] == task, "method"].unique())
     values, seeds = [], []
-    for m in (first, second):
-        if m not in known:
-            raise ConfigError(f"no scores for method '{m}' on {task}; methods there: "
-                              f"{', '.join(known)}")
-        v = per_seed(df, task, m, budget, measure)
-        if len(v) < 2:
+    for arm in (first, second):
+        vals, arm_seeds = [], []
+        for m in arm.split(POOL):
+            if m not in known:
+                raise ConfigError(f"no scores for method '{m}' on {task}; methods there: "
+                                  f"{', '.join(known)}")
+            v = per_seed(df, task, m, budget, measure)
+            vals.append(v["return"].to_numpy(dtype=float))
+            arm_seeds += [int(s) for s in v["seed"]]
+        if len(arm_seeds) < 2:
             raise ConfigError(
-                f"'{m}' has {len(v)} seed(s) with a {measure} return at {budget:,} env steps "
-                f"on {task}; a seed-noise comparison needs at least 2 per method (runs that "
-                "stopped earlier have no value at this budget)")
-        values.append(v["return"].to_numpy(dtype=float))
-        seeds.append([int(s) for s in v["seed"]])
+                f"'{arm}' has {len(arm_seeds)} seed(s) with a {measure} return at {budget:,} "
+                f"env steps on {task}; a seed-noise comparison needs at least 2 per method "
+                "(runs that stopped earlier have no value at this budget)")
+        values.append(np.concatenate(vals))
+        seeds.append(arm_seeds)
     a, b = values
     p, exact = permutation_p(a, b)
     return Comparison(task, budget, measure, (first, second), (a, b), (seeds[0], seeds[1]),

@@ -62,6 +62,7 @@ class RSSM(nn.Module):
     (deter, embed). Subclasses define the latent (`stats_dim`, `_stats`, `_sample`, `kl`)."""
 
     stats_keys: tuple[str, ...] = ()
+    fused = True  # observe may run as one node where rssm_fused applies (train.fused_unroll)
 
     def __init__(self, embed: int, action: int, stoch_dim: int, stats_dim: int, deter: int,
                  hidden: int, act: str, norm: str, cell: str, initial: str = "zeros",

@@ -54,8 +54,8 @@ def fusable(rssm: nn.Module, x: torch.Tensor) -> bool:
     """Whether `rssm.observe` on inputs like `x` can run as one node (module docstring)."""
     from worldzoo.components.rssm import CategoricalRSSM, NormGRUCell  # (imports this)
 
-    if not (ENABLED and getattr(rssm, "fused", True) and isinstance(rssm, CategoricalRSSM)) \
-            or x.dim() != 3 or x.dtype not in (torch.float32, torch.float64):
+    if not (ENABLED and isinstance(rssm, CategoricalRSSM) and rssm.fused) or x.dim() != 3 \
+            or x.dtype not in (torch.float32, torch.float64):
         return False
     if torch.is_autocast_enabled(x.device.type) or torch.compiler.is_compiling():
         return False

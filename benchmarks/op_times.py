@@ -1,8 +1,9 @@
 """Where a learner update's time goes, op by op, and what that allows: each aten op of a few
 steady-state updates timed by wall clock (a TorchDispatchMode around the update, forward and
-backward), grouped by op and input shapes, with the page faults it took. Products
-(mm/addmm/bmm, and oneDNN's linear) are split from the rest, and the table ends with the share
-of the matmul peak the update could reach if every non-product op took no time at all.
+backward), grouped by op and input shapes, with the page faults it took. Products (mm, addmm,
+bmm, oneDNN's linear, convolutions forward and backward: what the FLOP count counts) are split
+from the rest, and the table ends with the share of the matmul peak the update could reach if
+every non-product op took no time at all.
 
     python benchmarks/op_times.py --recipe dreamerv3 --preset xs --top 30
 
@@ -23,7 +24,8 @@ from collections import defaultdict
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-PRODUCTS = ("aten.mm.", "aten.addmm.", "aten.bmm.", "aten.baddbmm.", "mkldnn")
+PRODUCTS = ("aten.mm.", "aten.addmm.", "aten.bmm.", "aten.baddbmm.", "mkldnn",
+            "aten.convolution.", "aten.convolution_backward.", "aten.mkldnn_convolution.")
 
 
 def _faults() -> int:
@@ -41,12 +43,23 @@ class OpTimer(TorchDispatchMode):
         f0, t0 = _faults(), time.perf_counter()
         out = func(*args, **(kwargs or {}))
         dt, df = time.perf_counter() - t0, _faults() - f0
-        shapes = tuple(tuple(a.shape) for a in args if isinstance(a, torch.Tensor))
+        shapes = _shapes(args)
         s = self.stats[(str(func), shapes)]
         s[0] += 1
         s[1] += dt
         s[2] += df
         return out
+
+
+def _shapes(args: tuple) -> tuple:
+    """Input shapes; a list of tensors (cat, stack) as its first shape and its length."""
+    out = []
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            out.append(tuple(a.shape))
+        elif isinstance(a, (list, tuple)) and a and isinstance(a[0], torch.Tensor):
+            out.append(f"{len(a)}x{tuple(a[0].shape)}")
+    return tuple(out)
 
 
 def is_product(op: str) -> bool:

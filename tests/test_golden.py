@@ -18,7 +18,7 @@ from worldzoo.components.kl import BalancedKL, FreeNatsKL, SplitKL
 from worldzoo.components.optim import LaProp
 from worldzoo.components.return_norm import PercentileReturnNorm, quantiles
 from worldzoo.components.rssm import CategoricalRSSM, clip_action
-from worldzoo.dists import TwoHotDist, symexp, symlog, symlog_bins, twohot
+from worldzoo.dists import TwoHotDist, sample_onehot, symexp, symlog, symlog_bins, twohot
 from worldzoo.returns import discount_weights, lambda_return
 
 T = torch.tensor
@@ -227,6 +227,23 @@ def test_straight_through_sample_is_onehot_with_softmax_gradient():
     p = np_softmax(raw)
     want = p * (w - (p * w).sum(-1, keepdims=True))  # d/dlogits sum(w * softmax(logits))
     assert np.allclose(logits.grad.numpy(), want, atol=1e-6)
+
+
+@pytest.mark.parametrize("rows", [16, 4096])  # scatter_ below 2**16 elements, flat index above
+def test_sample_onehot_is_inverse_cdf_with_one_uniform_per_categorical(rows):
+    probs = torch.softmax(torch.randn(4, 16, generator=torch.Generator().manual_seed(1)) * 2, -1)
+    probs = probs.expand(rows, 4, 16)
+    torch.manual_seed(5)
+    sample = sample_onehot(probs)
+    torch.manual_seed(5)
+    cdf = probs.cumsum(-1)
+    u = torch.rand_like(cdf[..., :1]) * cdf[..., -1:]
+    idx = (cdf <= u).sum(-1, keepdim=True).clamp_max(15)  # the count of cdf entries <= u
+    assert sample.is_contiguous() and sample.shape == probs.shape
+    assert torch.equal(sample, torch.zeros(rows, 4, 16).scatter_(-1, idx, 1.0))
+    if rows > 16:  # frequencies within 5 standard errors of the probabilities
+        freq, p = sample.mean(0), probs[0]
+        assert ((freq - p).abs() <= 5 * (p * (1 - p) / rows).sqrt() + 1e-6).all()
 
 
 def test_unimix_latent_and_action_probs():

@@ -106,10 +106,12 @@ def test_op_times_splits_products_from_other_ops(capsys):
     timer = op_times.OpTimer()
     x = torch.randn(8, 4, requires_grad=True)
     with timer:
-        (x @ torch.randn(4, 3)).relu().sum().backward()
+        (torch.cat([x, x]) @ torch.randn(4, 3)).relu().sum().backward()
     ops = {op for op, _ in timer.stats}
+    assert ("aten.cat.default", ("2x(8, 4)",)) in timer.stats  # a list input: length x shape
     assert "aten.mm.default" in ops and any("threshold_backward" in op for op in ops)
     assert op_times.is_product("aten.mm.default") and op_times.is_product("aten.addmm.default")
+    assert op_times.is_product("aten.convolution_backward.default")  # FLOPs count convs
     assert not op_times.is_product("aten.relu.default")
     op_times.main(["--preset", "debug", "--env", "gym:CartPole-v1", "--updates", "1", "--top",
                    "3", "--threads", "1", "--peak-seconds", "0.1"])

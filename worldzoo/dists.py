@@ -27,14 +27,27 @@ def symexp(x: torch.Tensor) -> torch.Tensor:
     return torch.sign(x) * torch.expm1(x.abs())
 
 
+# from this many elements on, the one-hot is written by flat index (index_put_), which on CPU
+# takes 0.22 ms for [1024, 32, 32] where scatter_ along the last dim takes 0.6 ms; on 16 rows
+# scatter_ is the quicker (7 vs 13 us). Same values either way.
+_FLAT_ONEHOT = 1 << 16
+
+
 def sample_onehot(probs: torch.Tensor) -> torch.Tensor:
     """One-hot samples of categoricals with probabilities `probs` [..., K] by inverse CDF: one
     uniform per categorical (torch.multinomial draws K exponentials per row, ~30x the work)."""
     cdf = probs.cumsum(-1)
     u = torch.rand_like(cdf[..., :1]) * cdf[..., -1:]
     # the number of cdf entries <= u, by binary search (a compare-and-sum reads all K)
-    idx = torch.searchsorted(cdf, u, right=True).clamp_max(probs.shape[-1] - 1)
-    return torch.zeros_like(probs).scatter_(-1, idx, 1.0)
+    k = probs.shape[-1]
+    idx = torch.searchsorted(cdf, u, right=True).clamp_max_(k - 1)
+    out = torch.zeros(probs.shape, dtype=probs.dtype, device=probs.device)
+    if probs.numel() < _FLAT_ONEHOT:
+        return out.scatter_(-1, idx, 1.0)
+    rows = torch.arange(0, probs.numel(), k, device=probs.device).view(idx.shape)
+    out.view(-1).index_put_((idx.add_(rows).view(-1),), torch.ones((), dtype=out.dtype,
+                                                                    device=out.device))
+    return out
 
 
 class NormalDist:

@@ -118,6 +118,10 @@ def test_op_times_splits_products_from_other_ops(capsys):
     out = capsys.readouterr().out
     assert "products" in out and "other ops" in out and out.count("\n| ") == 4
     assert "with every other op free:" in out
+    op_times.main(["--preset", "debug", "--env", "gym:CartPole-v1", "--updates", "1", "--top",
+                   "3", "--threads", "1", "--peak-seconds", "0.1", "--phase", "critic"])
+    out = capsys.readouterr().out
+    assert "plain critic phase" in out and "FLOPs per critic phase" in out
     with pytest.raises(SystemExit) as err:
         op_times.main(["--updates", "0"])
     assert err.value.code == 2

@@ -26,7 +26,8 @@ from collections import defaultdict
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-PHASES = ("world_model", "imagination", "actor", "critic")  # Agent.train_step's phases
+from worldzoo.benchmarks.speed import PHASES, build, matmul_peak
+
 PRODUCTS = ("aten.mm.", "aten.addmm.", "aten.bmm.", "aten.baddbmm.", "mkldnn",
             "aten.convolution.", "aten.convolution_backward.", "aten.mkldnn_convolution.")
 
@@ -98,8 +99,6 @@ def main(argv: list[str] | None = None) -> None:
     if a.updates < 1 or a.top < 1:
         p.error("--updates and --top must be at least 1")
     torch.set_num_threads(a.threads)
-    from worldzoo.benchmarks.speed import build, matmul_peak
-
     cfg, agent, _, envs, replay, _ = build(a.recipe, a.preset, a.obs, a.env, a.sets, "cpu")
     envs.close()
     t = cfg["train"]

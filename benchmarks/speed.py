@@ -230,13 +230,9 @@ def machine(device: str) -> str:
         name = (f"{torch.cuda.get_device_name(torch.device(device))} (float32 matmuls: TF32 "
                 f"{'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'})")
     else:
-        name = platform.processor() or platform.machine()
-        with contextlib.suppress(OSError):
-            for line in open("/proc/cpuinfo"):
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-        name += f", {os.cpu_count()} cores"
+        from worldzoo.perf import cpu_model
+
+        name = f"{cpu_model()}, {os.cpu_count()} cores"
     return (f"{name}; {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
             f"Python {platform.python_version()}")
 

@@ -32,6 +32,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from worldzoo.perf import cpu_model
+
 BACKENDS = ("auto", "mkl", "onednn")
 AUTO_MARGIN = 1.25
 MIN_ROWS = 4
@@ -125,14 +127,7 @@ def cache_path() -> Path:
 
 def machine_key() -> str:
     """What a kept choice holds for: CPU model, torch version, intra-op threads."""
-    model = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((ln.split(":", 1)[1].strip() for ln in f
-                          if ln.startswith("model name")), model)
-    except OSError:
-        pass
-    return f"{model} | torch {torch.__version__} | {torch.get_num_threads()} threads"
+    return f"{cpu_model()} | torch {torch.__version__} | {torch.get_num_threads()} threads"
 
 
 def _auto() -> str:

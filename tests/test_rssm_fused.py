@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from worldzoo.components import rssm_fused
+from worldzoo.components import rssm_fused, rssm_native
 from worldzoo.components.rssm import CategoricalRSSM, GaussianRSSM
 
 
@@ -86,6 +86,7 @@ def test_fused_observe_from_a_given_state(monkeypatch):
 
 
 def test_fused_observe_float32_and_retained_graph(monkeypatch):
+    monkeypatch.setattr(rssm_native, "ENABLED", False)  # the Python loop (C: test_native)
     rssm = _rssm(0.01, "learned").float()
     embed = torch.randn(2, 5, 6, requires_grad=True)
     post, prior = rssm.observe(embed, torch.zeros(2, 5, 2), torch.ones(2, 5, dtype=torch.bool))

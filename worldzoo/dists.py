@@ -33,11 +33,12 @@ def symexp(x: torch.Tensor) -> torch.Tensor:
 _FLAT_ONEHOT = 1 << 16
 
 
-def sample_onehot(probs: torch.Tensor) -> torch.Tensor:
+def sample_onehot(probs: torch.Tensor, uniform: torch.Tensor | None = None) -> torch.Tensor:
     """One-hot samples of categoricals with probabilities `probs` [..., K] by inverse CDF: one
-    uniform per categorical (torch.multinomial draws K exponentials per row, ~30x the work)."""
+    uniform per categorical (torch.multinomial draws K exponentials per row, ~30x the work),
+    drawn here or given as `uniform` [..., 1]."""
     cdf = probs.cumsum(-1)
-    u = torch.rand_like(cdf[..., :1]) * cdf[..., -1:]
+    u = (torch.rand_like(cdf[..., :1]) if uniform is None else uniform) * cdf[..., -1:]
     # the number of cdf entries <= u, by binary search (a compare-and-sum reads all K)
     k = probs.shape[-1]
     idx = torch.searchsorted(cdf, u, right=True).clamp_max_(k - 1)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worldzoo.components import rssm_fused
+from worldzoo.components import rssm_fused, rssm_native
 from worldzoo.dists import sample_onehot
 from worldzoo.nets import MLP, full_precision, linear_block
 from worldzoo.registry import define_slot, register
@@ -282,6 +282,8 @@ class CategoricalRSSM(RSSM):
         return {"logits": logits}, self._onehot(probs)
 
     def _sample_raw(self, raw: torch.Tensor) -> torch.Tensor:
+        if rssm_native.sample_usable(raw):  # imagination on the CPU: one C pass
+            return rssm_native.sample_onehot(raw, self.stoch, self.classes, self.unimix)
         return self._onehot(self._probs(raw, logits=False)[1])
 
     def _mode(self, stats: State) -> torch.Tensor:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from worldzoo import gemm
+from worldzoo.components import rssm_native
 from worldzoo.dists import sample_onehot
 from worldzoo.unroll import start_steps
 
@@ -162,6 +163,7 @@ class _Observe(torch.autograd.Function):
             "u2", "m2", "r2", "n2", "y", "soft", "probs")}
         h, z = h0, z0
         deters, stochs, raws = [], [], []
+        uniform = torch.rand(T, B, k, 1, dtype=h0.dtype, device=h0.device)  # = T draws
         for t in range(T):
             if starts[t]:
                 f = first[:, t]
@@ -188,7 +190,7 @@ class _Observe(torch.autograd.Function):
                             ("u2", u2), ("m2", m2), ("r2", r2), ("n2", n2), ("y", y),
                             ("soft", soft), ("probs", probs)):
                 rec[name].append(v)
-            z = sample_onehot(probs).view(B, S)
+            z = sample_onehot(probs, uniform[t]).view(B, S)
             deters.append(h)
             stochs.append(z)
             if eps == 0:
@@ -278,4 +280,5 @@ def observe(rssm, embed: torch.Tensor, action: torch.Tensor, is_first: torch.Ten
                                 if type(rssm.img_in[1]) is nn.LayerNorm else [])
     params = (w_in, rssm.cell.linear.weight, w_post, out.weight, out.bias,
               *(p for n in norms for p in (n.weight, n.bias)))
-    return _Observe.apply(rssm, is_first, starts, pa, pe, h0, z0, init_h, init_z, *params)
+    node = rssm_native.NativeObserve if rssm_native.usable(rssm, embed) else _Observe
+    return node.apply(rssm, is_first, starts, pa, pe, h0, z0, init_h, init_z, *params)

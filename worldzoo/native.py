@@ -106,12 +106,16 @@ def build(name: str) -> Path:
     return out
 
 
+_why_not: dict[str, str] = {}
+
+
 @functools.cache
 def load(name: str) -> ctypes.CDLL | None:
     """The kernel library `name` with MKL's sgemm handed to it, or None where WORLDZOO_NATIVE
     is off or (auto) it cannot be had; `on` raises instead."""
     want = mode()
     if want == "off":
+        _why_not[name] = f"{ENV}=off"
         return None
     try:
         sgemm = sgemm_address()
@@ -122,8 +126,9 @@ def load(name: str) -> ctypes.CDLL | None:
         if want == "on":
             raise NativeError(f"{ENV}=on, but the '{name}' kernels are not available: {e}") \
                 from None
+        _why_not[name] = str(e).splitlines()[0]
         log.info("worldzoo: compiled '%s' kernels not used (%s); the PyTorch path runs", name,
-                 str(e).splitlines()[0])
+                 _why_not[name])
         return None
     lib.wz_sgemm = sgemm
     return lib
@@ -132,3 +137,9 @@ def load(name: str) -> ctypes.CDLL | None:
 def available(name: str) -> bool:
     """Whether `load(name)` gives a library (building it if need be)."""
     return load(name) is not None
+
+
+def describe(name: str = "observe") -> str:
+    """One line for run records and benchmark tables: "c" where the kernels load, else
+    "pytorch (why)"."""
+    return "c" if load(name) is not None else f"pytorch ({_why_not.get(name, 'not loaded')})"

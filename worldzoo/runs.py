@@ -245,6 +245,17 @@ def _check_cpu_gemm() -> str:
         raise ConfigError(str(e)) from None
 
 
+def _check_native() -> str:
+    """The CPU kernels' state (`worldzoo.native`; WORLDZOO_NATIVE), a bad value or a failed
+    build under WORLDZOO_NATIVE=on refused here."""
+    from worldzoo import native
+
+    try:
+        return native.describe()
+    except (ValueError, native.NativeError) as e:
+        raise ConfigError(str(e)) from None
+
+
 def run(recipe: str | None = None, env: str | None = None, *, steps: int | None = None,
         seed: int | None = None, preset: str | None = None,
         sets: list[str] | tuple[str, ...] = (), results: str | Path = "results",
@@ -319,6 +330,7 @@ def run(recipe: str | None = None, env: str | None = None, *, steps: int | None 
     check_precision(meta["config"]["train"].get("precision", "float32"), dev)
     check_cuda_graph(meta["config"], dev)
     _check_cpu_gemm()
+    _check_native()
     try:
         basedir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -327,8 +339,10 @@ def run(recipe: str | None = None, env: str | None = None, *, steps: int | None 
     SETTINGS.CAPTURE_MODE = "sys"
     # run.json's host.cpu_gemm: the backend of this run's float32 CPU linears
     gemm_info = host_info_gatherer("cpu_gemm")(_check_cpu_gemm)
+    # and host.native: whether the C kernels (worldzoo/native.py) run, or why not
+    native_info = host_info_gatherer("native")(_check_native)
     ex = Experiment("worldzoo", interactive=True, save_git_info=False,
-                    additional_host_info=[gemm_info])
+                    additional_host_info=[gemm_info, native_info])
     ex.captured_out_filter = apply_backspaces_and_linefeeds
     files = _observer(basedir, resume is not None)
     ex.observers.append(files)

@@ -33,7 +33,7 @@ from worldzoo.perf import cpu_model
 ENV = "WORLDZOO_NATIVE"
 MODES = ("auto", "on", "off")
 SOURCES = Path(__file__).parent / "kernels"
-FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fopenmp-simd", "-fPIC", "-shared")
+FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fopenmp", "-fPIC", "-shared")
 log = logging.getLogger(__name__)
 
 

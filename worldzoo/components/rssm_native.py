@@ -14,7 +14,6 @@ each, taken here from [T, B, x] buffers the kernel fills (no concatenation)."""
 from __future__ import annotations
 
 import ctypes
-from concurrent.futures import ThreadPoolExecutor
 from ctypes import POINTER, Structure, c_float, c_int, c_void_p
 
 import torch
@@ -149,10 +148,6 @@ class NativeObserve(torch.autograd.Function):
                 grad("g_ug", "xh"), g_w_post, grad("g_o", "y"), flat["g_o"].sum(0), *affine)
 
 
-_POOL: list[ThreadPoolExecutor] = []
-_MIN_ROWS = 256  # rows per thread below which one thread samples all
-
-
 def sample_usable(raw: torch.Tensor) -> bool:
     """Whether `sample_onehot` takes `raw` (a prior's raw output that needs no gradient)."""
     return (ENABLED and raw.device.type == "cpu" and raw.dtype == torch.float32
@@ -161,29 +156,12 @@ def sample_usable(raw: torch.Tensor) -> bool:
 
 def sample_onehot(raw: torch.Tensor, k: int, classes: int, unimix: float) -> torch.Tensor:
     """One-hot samples [N, k * K] of softmax(raw) mixed with `unimix` uniform, by inverse CDF
-    with one uniform per latent (torch's stream, as `dists.sample_onehot` draws it), the rows
-    split over torch's intra-op threads (ctypes releases the GIL while each part runs)."""
-    lib, K = native.load("observe"), classes
+    with one uniform per latent (torch's stream, as `dists.sample_onehot` draws it), on
+    torch's intra-op threads (OpenMP)."""
     raw = raw.contiguous()
-    N = raw.shape[0]
     out = torch.empty_like(raw)
-    uniform = torch.rand(N, k)
-    parts = max(1, min(torch.get_num_threads(), N // _MIN_ROWS))
-    bounds = [N * i // parts for i in range(parts + 1)]
-    works = [torch.empty(3 * k * K + 2 * k) for _ in range(parts)]
-
-    def run(i: int) -> None:
-        lib.wz_sample_onehot(
-            c_void_p(raw.data_ptr()), c_void_p(out.data_ptr()), c_void_p(uniform.data_ptr()),
-            bounds[i], bounds[i + 1], k, K, c_float(unimix), c_void_p(works[i].data_ptr()))
-
-    if parts == 1:
-        run(0)
-        return out
-    if not _POOL or _POOL[0]._max_workers < parts - 1:
-        _POOL[:] = [ThreadPoolExecutor(parts - 1, thread_name_prefix="worldzoo-sample")]
-    futures = [_POOL[0].submit(run, i) for i in range(1, parts)]
-    run(0)
-    for f in futures:
-        f.result()
+    uniform = torch.rand(raw.shape[0], k)
+    native.load("observe").wz_sample_onehot(
+        c_void_p(raw.data_ptr()), c_void_p(out.data_ptr()), c_void_p(uniform.data_ptr()),
+        raw.shape[0], k, classes, c_float(unimix))
     return out

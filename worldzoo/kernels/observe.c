@@ -367,18 +367,26 @@ int wz_observe_backward(const wz_observe_grad_args *g) {
     return 0;
 }
 
-/* Imagination's prior sample (no gradient): rows [r0, r1) of raw [N, k * K] to one-hot
-   samples out [N, k * K], as the unroll samples its posterior. work: 3 * k * K + 2 * k */
-int wz_sample_onehot(const float *raw, float *out, const float *uniform, int r0, int r1, int k,
-                     int K, float mix, float *work) {
+/* Imagination's prior sample (no gradient): raw [N, k * K] to one-hot samples out
+   [N, k * K], as the unroll samples its posterior, the rows split over the OpenMP threads
+   (PyTorch's own runtime where it is libgomp, loaded already: no second pool) */
+int wz_sample_onehot(const float *raw, float *out, const float *uniform, int N, int k, int K,
+                     float mix) {
     const int S = k * K;
-    float *o = work, *p = work + S, *scratch = work + 2 * S;
-    for (int r = r0; r < r1; r++) {
-        memcpy(o, raw + (size_t)r * S, sizeof(float) * S);
-        if (K == 32 && k == 32)
-            latent_fwd(o, p, out + (size_t)r * S, 32, 32, mix, uniform + (size_t)r * k, scratch);
-        else
-            latent_fwd(o, p, out + (size_t)r * S, k, K, mix, uniform + (size_t)r * k, scratch);
+#pragma omp parallel
+    {
+        float work[3 * S + 2 * k];
+        float *o = work, *p = work + S, *scratch = work + 2 * S;
+#pragma omp for schedule(static)
+        for (int r = 0; r < N; r++) {
+            memcpy(o, raw + (size_t)r * S, sizeof(float) * S);
+            if (K == 32 && k == 32)
+                latent_fwd(o, p, out + (size_t)r * S, 32, 32, mix, uniform + (size_t)r * k,
+                           scratch);
+            else
+                latent_fwd(o, p, out + (size_t)r * S, k, K, mix, uniform + (size_t)r * k,
+                           scratch);
+        }
     }
     return 0;
 }

@@ -102,3 +102,21 @@ def test_rssm_observe_resets_on_is_first_and_imagines_from_posteriors():
     assert torch.allclose(fresh["deter"][0, 0], post["deter"][1, 2], atol=1e-6)
     nxt = rssm.img_step({k: v[:, -1] for k, v in post.items()}, torch.zeros(2, 2))
     assert nxt["stoch"].shape == (2, 3)
+
+
+def test_img_step_without_gradients_splits_img_in():
+    """Imagination without gradients multiplies img_in's stoch and action columns apart (no
+    [stoch | action] copy); the same values as the concatenated product with gradients on."""
+    from worldzoo.components.rssm import CategoricalRSSM
+
+    torch.manual_seed(0)
+    rssm = CategoricalRSSM(6, 3, 4, 5, 8, 7, act="silu", norm="layer", unimix=0.01)
+    state = {"deter": torch.randn(9, 8),
+             "stoch": torch.nn.functional.one_hot(torch.randint(0, 5, (9, 4)), 5).float()
+             .view(9, 20)}
+    action = torch.randn(9, 3)
+    with torch.no_grad():
+        split = rssm._core(state["deter"], state["stoch"], action)
+    joined = rssm._core(state["deter"], state["stoch"], action)  # (parameters need grad)
+    assert joined.requires_grad and not split.requires_grad
+    torch.testing.assert_close(split, joined.detach(), rtol=1e-5, atol=1e-6)

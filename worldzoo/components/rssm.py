@@ -137,8 +137,8 @@ class RSSM(nn.Module):
             x = self.img_in(torch.cat([stoch, action], -1))
         else:  # imagination without gradients, on MKL: the two column blocks, not a copy
             S = stoch.shape[-1]  # of both per step ([1024, 1025] at XS: 0.4-0.6 ms)
-            x = F.linear(action, lin.weight[:, S:], lin.bias)
-            x = self.img_in[1:](x.addmm_(stoch, lin.weight[:, :S].t()))
+            x = F.linear(action, lin.weight[:, S:], lin.bias)  # (addmm, not addmm_: the
+            x = self.img_in[1:](torch.addmm(x, stoch, lin.weight[:, :S].t()))  # FLOP count)
         # under autocast (train.precision) the recurrent state stays float32
         return full_precision(self.cell(x.to(deter.dtype), deter))
 

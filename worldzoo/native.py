@@ -2,8 +2,9 @@
 system C compiler (`$CC`, else `cc`, `gcc` or `clang`; `-O3 -march=native`) and kept in
 `$XDG_CACHE_HOME/worldzoo/native/` (default `~/.cache`) under a name that hashes the source,
 the compiler and the CPU (model and flags), so an edit, another compiler or another machine
-builds afresh and nothing stale is loaded. Products inside a kernel go to the BLAS `sgemm_`
-that PyTorch's MKL exports (the one `torch.mm` uses, with torch's thread setting).
+builds afresh and nothing stale is loaded. Products inside a kernel go to the MKL that
+PyTorch exports (`sgemm_`, the one `torch.mm` uses, with torch's thread setting, and its
+packed GEMM for weights multiplied at every step).
 
 `WORLDZOO_NATIVE` says whether to use them:
 - `auto` (default): where they build and MKL is there; otherwise the PyTorch path, with one
@@ -69,14 +70,14 @@ def _cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> str:
         return ""
 
 
-def sgemm_address() -> int | None:
-    """The address of MKL's Fortran `sgemm_` inside PyTorch, or None (no MKL in this build,
-    or a platform whose libtorch does not export it)."""
+def mkl_address(symbol: str) -> int | None:
+    """The address of one of MKL's functions inside PyTorch (`sgemm_`, `cblas_sgemm_pack`,
+    ...), or None (no MKL in this build, or a platform whose libtorch does not export it)."""
     if not torch.backends.mkl.is_available():
         return None
     lib = Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"
     try:
-        fn = ctypes.CDLL(str(lib)).sgemm_
+        fn = getattr(ctypes.CDLL(str(lib)), symbol)
     except (OSError, AttributeError):
         return None
     return ctypes.cast(fn, ctypes.c_void_p).value
@@ -118,7 +119,7 @@ def load(name: str) -> ctypes.CDLL | None:
         _why_not[name] = f"{ENV}=off"
         return None
     try:
-        sgemm = sgemm_address()
+        sgemm = mkl_address("sgemm_")
         if sgemm is None:
             raise NativeError("this PyTorch build has no MKL sgemm_ to call")
         lib = ctypes.CDLL(str(build(name)))
@@ -131,6 +132,9 @@ def load(name: str) -> ctypes.CDLL | None:
                  _why_not[name])
         return None
     lib.wz_sgemm = sgemm
+    # MKL's packed GEMM, where it is there (the kernels fall back to plain sgemm)
+    pack = [mkl_address(f"cblas_sgemm_{f}") for f in ("pack_get_size", "pack", "compute")]
+    lib.wz_pack = pack if None not in pack else [None] * 3
     return lib
 
 

@@ -32,7 +32,8 @@ class _Args(Structure):
                                       "ld_in", "ld_post")]
                 + [(n, c_float) for n in ("unimix", "eps_in", "eps_gru", "eps_post")]
                 + [(n, c_void_p) for n in (
-                    "sgemm", "w_s", "w_gru", "w_d", "w_out", "b_out", "wt_s", "wt_gru", "wt_d",
+                    "sgemm", "pack_size", "pack", "compute",
+                    "w_s", "w_gru", "w_d", "w_out", "b_out", "wt_s", "wt_gru", "wt_d",
                     "wt_out", "ln_in_w", "ln_in_b",
                     "ln_gru_w", "ln_gru_b", "ln_post_w", "ln_post_b", "pa", "pe", "first",
                     "h0", "z0", "init_h", "init_z", "uniform", "starts", *_RECORDS,
@@ -83,10 +84,11 @@ class NativeObserve(torch.autograd.Function):
             "init_h": init_h.detach().contiguous(), "init_z": init_z.detach().contiguous(),
             "uniform": torch.rand(T, B, k),
             "work": torch.empty(B * (D + S + 3 * D) + S + 2 * k),
-            # the forward's products by row-major transposes (made once per unroll)
-            "wt_s": w_in[:, :S].t().contiguous(), "wt_gru": w_gru.t().contiguous(),
-            "wt_d": w_post[:, :D].t().contiguous(), "wt_out": w_out.t().contiguous(),
         }
+        packed = lib.wz_pack[0] is not None
+        if not packed:  # plain sgemm: the forward's products by row-major transposes
+            keep.update(wt_s=w_in[:, :S].t().contiguous(), wt_gru=w_gru.t().contiguous(),
+                        wt_d=w_post[:, :D].t().contiguous(), wt_out=w_out.t().contiguous())
         out = {"out_deter": torch.empty(B, T, D), "out_logits": torch.empty(B, T, k, K),
                "out_stoch": torch.empty(B, T, S)}
         norm = {"ln_gru_w": n_gru.weight, "ln_gru_b": n_gru.bias}
@@ -98,6 +100,7 @@ class NativeObserve(torch.autograd.Function):
             else 1, normed=int(normed), ld_in=w_in.shape[1], ld_post=w_post.shape[1],
             unimix=rssm.unimix, eps_in=n_in.eps if normed else 0.0, eps_gru=n_gru.eps,
             eps_post=n_post.eps if normed else 0.0, sgemm=lib.wz_sgemm,
+            pack_size=lib.wz_pack[0], pack=lib.wz_pack[1], compute=lib.wz_pack[2],
             w_s=_ptr(w_in), w_gru=_ptr(w_gru), w_d=_ptr(w_post), w_out=_ptr(w_out),
             b_out=_ptr(b_out), **{n: _ptr(v) for n, v in norm.items()},
             **{n: _ptr(v) for n, v in (*keep.items(), *rec.items(), *out.items())})

@@ -6,16 +6,28 @@
  * rssm_fused.py step for step, in float32; built and loaded by worldzoo/native.py. */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef void (*sgemm_fn)(const char *, const char *, const int *, const int *, const int *,
                          const float *, const float *, const int *, const float *,
                          const int *, const float *, float *, const int *);
 
+/* MKL's packed GEMM (cblas_sgemm_pack / _compute): a weight multiplied at every step is
+   packed once per unroll into the layout MKL's kernels read */
+typedef size_t (*pack_size_fn)(int, int, int, int);
+typedef void (*pack_fn)(int, int, int, int, int, int, float, const float *, int, float *);
+typedef void (*compute_fn)(int, int, int, int, int, int, const float *, int, const float *, int,
+                           float, float *, int);
+enum { ROW_MAJOR = 101, NO_TRANS = 111, TRANS = 112, PACKED = 151, B_MATRIX = 162 };
+
 typedef struct {
     int B, T, S, k, K, H, D, act, normed, ld_in, ld_post;
     float unimix, eps_in, eps_gru, eps_post;
     sgemm_fn sgemm;
+    pack_size_fn pack_size; /* NULL: plain sgemm on the transposes below */
+    pack_fn pack;
+    compute_fn compute;
     /* weights: w_s = img_in's stoch columns [H, S] (row stride ld_in), w_gru [3D, H + D],
        w_d = the posterior net's deter columns [H, D] (row stride ld_post), w_out [S, H] */
     const float *w_s, *w_gru, *w_d, *w_out, *b_out;
@@ -278,6 +290,37 @@ static void mm_nn(sgemm_fn f, int M, int N, int K, const float *g, int ldg, cons
     f("N", "N", &N, &M, &K, &one, w, &ldw, g, &ldg, &beta, y, &ldy);
 }
 
+/* A weight operand of the per-step products: y[M, N] = x[M, K] @ op(W) with op(W) = W^T
+   (W [N, K], `trans`) or W (W [K, N]); packed once where MKL's packed GEMM is there,
+   else multiplied by plain sgemm (`plain`: a row-major [K, N] copy of op(W), or W itself) */
+typedef struct {
+    const wz_observe_args *a;
+    int M, N, K;
+    const float *plain;
+    int ld;
+    float *packed;
+} wz_mat;
+
+static wz_mat mat(const wz_observe_args *a, int M, int N, int K, const float *w, int ld,
+                  int trans, const float *plain, int ld_plain) {
+    wz_mat m = {a, M, N, K, plain, ld_plain, NULL};
+    if (a->pack_size) {
+        m.packed = malloc(a->pack_size(B_MATRIX, M, N, K));
+        if (m.packed)
+            a->pack(ROW_MAJOR, B_MATRIX, trans ? TRANS : NO_TRANS, M, N, K, 1.0f, w, ld,
+                    m.packed);
+    }
+    return m;
+}
+
+static void mm(const wz_mat *m, const float *x, int ldx, float beta, float *y, int ldy) {
+    if (m->packed)
+        m->a->compute(ROW_MAJOR, NO_TRANS, PACKED, m->M, m->N, m->K, x, ldx, m->packed, m->N,
+                      beta, y, ldy);
+    else
+        mm_nn(m->a->sgemm, m->M, m->N, m->K, x, ldx, m->plain, m->ld, beta, y, ldy);
+}
+
 int wz_observe_forward(const wz_observe_args *a) {
     const int B = a->B, T = a->T, S = a->S, k = a->k, K = a->K, H = a->H, D = a->D;
     const int X = H + D;
@@ -288,6 +331,10 @@ int wz_observe_forward(const wz_observe_args *a) {
     float *scratch = ng + B * 3 * D; /* S + 2k */
     memcpy(hcur, a->h0, sizeof(float) * B * D);
     memcpy(zcur, a->z0, sizeof(float) * B * S);
+    wz_mat m_s = mat(a, B, H, S, a->w_s, a->ld_in, 1, a->wt_s, H);
+    wz_mat m_gru = mat(a, B, 3 * D, X, a->w_gru, X, 1, a->wt_gru, 3 * D);
+    wz_mat m_d = mat(a, B, H, D, a->w_d, a->ld_post, 1, a->wt_d, H);
+    wz_mat m_out = mat(a, B, S, H, a->w_out, H, 1, a->wt_out, S);
     for (int t = 0; t < T; t++) {
         size_t bh = (size_t)t * B * H, bd = (size_t)t * B * D, bs = (size_t)t * B * S;
         if (a->starts[t])
@@ -301,7 +348,7 @@ int wz_observe_forward(const wz_observe_args *a) {
         float *z = a->z + bs, *u1 = a->u1 + bh, *n1 = a->n1 + bh, *xh = a->xh + (size_t)t * B * X;
         memcpy(z, zcur, sizeof(float) * B * S);
         memcpy(u1, a->pa + bh, sizeof(float) * B * H);
-        mm_nn(a->sgemm, B, H, S, z, S, a->wt_s, H, 1.0f, u1, H);
+        mm(&m_s, z, S, 1.0f, u1, H);
         if (a->normed)
             ln_fwd(u1, a->ln_in_w, a->ln_in_b, a->eps_in, B, H, n1, a->m1 + t * B, a->r1 + t * B);
         else
@@ -311,7 +358,7 @@ int wz_observe_forward(const wz_observe_args *a) {
             memcpy(xh + (size_t)b * X + H, hcur + b * D, sizeof(float) * D);
         }
         float *ug = a->ug + 3 * bd;
-        mm_nn(a->sgemm, B, 3 * D, X, xh, X, a->wt_gru, 3 * D, 0.0f, ug, 3 * D);
+        mm(&m_gru, xh, X, 0.0f, ug, 3 * D);
         ln_fwd(ug, a->ln_gru_w, a->ln_gru_b, a->eps_gru, B, 3 * D, ng, a->mg + t * B, a->rg + t * B);
         float *reset = a->reset + bd, *cand = a->cand + bd, *nw = a->newh + bd, *upd = a->upd + bd;
         float *h = a->h + bd;
@@ -323,7 +370,7 @@ int wz_observe_forward(const wz_observe_args *a) {
         }
         float *u2 = a->u2 + bh, *n2 = a->n2 + bh, *y = a->y + bh;
         memcpy(u2, a->pe + bh, sizeof(float) * B * H);
-        mm_nn(a->sgemm, B, H, D, h, D, a->wt_d, H, 1.0f, u2, H);
+        mm(&m_d, h, D, 1.0f, u2, H);
         if (a->normed)
             ln_fwd(u2, a->ln_post_w, a->ln_post_b, a->eps_post, B, H, n2, a->m2 + t * B,
                    a->r2 + t * B);
@@ -332,7 +379,7 @@ int wz_observe_forward(const wz_observe_args *a) {
         act_fwd(a->act, n2, y, B * H);
         float *soft = a->soft + bs, *probs = a->probs + bs;
         for (int b = 0; b < B; b++) memcpy(soft + b * S, a->b_out, sizeof(float) * S);
-        mm_nn(a->sgemm, B, S, H, y, H, a->wt_out, S, 1.0f, soft, S); /* raw outputs */
+        mm(&m_out, y, H, 1.0f, soft, S); /* raw outputs */
         for (int b = 0; b < B; b++) {
             float *lo = a->out_logits + ((size_t)b * T + t) * S;
             float *st = a->out_stoch + ((size_t)b * T + t) * S;
@@ -343,6 +390,7 @@ int wz_observe_forward(const wz_observe_args *a) {
             if (mix > 0) memcpy(lo, probs + b * S, sizeof(float) * S);
         }
     }
+    free(m_s.packed), free(m_gru.packed), free(m_d.packed), free(m_out.packed);
     return 0;
 }
 
@@ -356,6 +404,11 @@ int wz_observe_backward(const wz_observe_grad_args *g) {
     float *ghd = gxh + B * X;       /* [B, D] */
     float *gzs = ghd + B * D;       /* [B, S] */
     float *gh = g->gh, *gz = g->gz;
+    /* the transposed products: g @ W for each weight W of the forward */
+    wz_mat m_out = mat(a, B, H, S, a->w_out, H, 0, a->w_out, H);
+    wz_mat m_d = mat(a, B, D, H, a->w_d, a->ld_post, 0, a->w_d, a->ld_post);
+    wz_mat m_gru = mat(a, B, X, 3 * D, a->w_gru, X, 0, a->w_gru, X);
+    wz_mat m_s = mat(a, B, S, H, a->w_s, a->ld_in, 0, a->w_s, a->ld_in);
     for (int t = T - 1; t >= 0; t--) {
         size_t bh = (size_t)t * B * H, bd = (size_t)t * B * D, bs = (size_t)t * B * S;
         float *go = g->g_o + bs;
@@ -371,14 +424,14 @@ int wz_observe_backward(const wz_observe_grad_args *g) {
                            go + o);
             }
         }
-        mm_nn(a->sgemm, B, H, S, go, S, a->w_out, H, 0.0f, gy, H);
+        mm(&m_out, go, S, 0.0f, gy, H);
         float *gn2 = g->g_n2 + bh, *gu2 = g->g_u2 + bh;
         act_bwd(a->act, gy, a->n2 + bh, gn2, B * H);
         if (a->normed)
             ln_bwd(gn2, a->u2 + bh, a->m2 + t * B, a->r2 + t * B, a->ln_post_w, B, H, gu2);
         else
             memcpy(gu2, gn2, sizeof(float) * B * H);
-        mm_nn(a->sgemm, B, D, H, gu2, H, a->w_d, a->ld_post, 1.0f, gh, D);
+        mm(&m_d, gu2, H, 1.0f, gh, D);
         const float *reset = a->reset + bd, *cand = a->cand + bd, *nw = a->newh + bd;
         const float *upd = a->upd + bd, *xh = a->xh + (size_t)t * B * X;
         float *gng = g->g_ng + 3 * bd;
@@ -387,7 +440,7 @@ int wz_observe_backward(const wz_observe_grad_args *g) {
                       xh + (size_t)b * X + H, D, gng + b * 3 * D, ghd + b * D);
         float *gug = g->g_ug + 3 * bd;
         ln_bwd(gng, a->ug + 3 * bd, a->mg + t * B, a->rg + t * B, a->ln_gru_w, B, 3 * D, gug);
-        mm_nn(a->sgemm, B, X, 3 * D, gug, 3 * D, a->w_gru, X, 0.0f, gxh, X);
+        mm(&m_gru, gug, 3 * D, 0.0f, gxh, X);
         float *gn1 = g->g_n1 + bh, *gu1 = g->g_u1 + bh;
         for (int b = 0; b < B; b++) {
             for (int i = 0; i < D; i++) gh[b * D + i] = ghd[b * D + i] + gxh[(size_t)b * X + H + i];
@@ -397,7 +450,7 @@ int wz_observe_backward(const wz_observe_grad_args *g) {
             ln_bwd(gn1, a->u1 + bh, a->m1 + t * B, a->r1 + t * B, a->ln_in_w, B, H, gu1);
         else
             memcpy(gu1, gn1, sizeof(float) * B * H);
-        mm_nn(a->sgemm, B, S, H, gu1, H, a->w_s, a->ld_in, 0.0f, gz, S);
+        mm(&m_s, gu1, H, 0.0f, gz, S);
         if (a->starts[t])
             for (int b = 0; b < B; b++) {
                 float f = a->first[(size_t)b * T + t];
@@ -411,6 +464,7 @@ int wz_observe_backward(const wz_observe_grad_args *g) {
                 }
             }
     }
+    free(m_s.packed), free(m_gru.packed), free(m_d.packed), free(m_out.packed);
     return 0;
 }
 

@@ -120,3 +120,24 @@ def test_img_step_without_gradients_splits_img_in():
     joined = rssm._core(state["deter"], state["stoch"], action)  # (parameters need grad)
     assert joined.requires_grad and not split.requires_grad
     torch.testing.assert_close(split, joined.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_categorical_kl_pair_is_two_kl_calls():
+    """`CategoricalRSSM.kl_pair` (one autograd node) gives what the two stop-gradient `kl`
+    calls give: values and both logits' gradients, float64, through V2's and V3's KL."""
+    from worldzoo.components.kl import BalancedKL, SplitKL
+    from worldzoo.components.rssm import CategoricalRSSM
+
+    torch.manual_seed(0)
+    rssm = CategoricalRSSM(6, 2, 4, 5, 8, 7).double()
+    for kl in (SplitKL(), BalancedKL()):
+        post = torch.randn(3, 7, 4, 5, dtype=torch.float64, requires_grad=True)
+        prior = torch.randn(3, 7, 4, 5, dtype=torch.float64, requires_grad=True)
+        outs = []
+        for pair_fn in (None, rssm.kl_pair):
+            post.grad = prior.grad = None
+            losses, _ = kl(rssm.kl, {"logits": post}, {"logits": prior}, pair_fn=pair_fn)
+            sum((i + 1.3) * v for i, v in enumerate(losses.values())).backward()
+            outs.append((torch.stack(list(losses.values())), post.grad, prior.grad))
+        for a, b in zip(*outs):
+            torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-14)

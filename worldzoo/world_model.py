@@ -53,7 +53,7 @@ class WorldModel(nn.Module):
         feat = compute_dtype(self.rssm.feat(post))  # read by nets only: cast once
         losses, metrics = {}, {}
         for part in (self.decoder.loss(feat, obs), self.cont.loss(feat, batch["is_terminal"]),
-                     self.kl(self.rssm.kl, post, prior)):
+                     self.kl(self.rssm.kl, post, prior, pair_fn=self.rssm.kl_pair)):
             losses.update(part[0])
             metrics.update(part[1])
         losses["reward"] = self.reward(feat).loss(batch["reward"]).mean()

@@ -19,9 +19,17 @@ def sg(state: State) -> State:
 
 
 class KL(nn.Module):
-    """Interface: `forward(kl_fn, post, prior) -> (losses, metrics)`; `scales` names each term."""
+    """Interface: `forward(kl_fn, post, prior, pair_fn=None) -> (losses, metrics)`; `scales`
+    names each term. `pair_fn(post, prior)`, where given, is (KL(sg(post) || prior),
+    KL(post || sg(prior))) in one go (`RSSM.kl_pair`)."""
 
     scales: dict[str, float]
+
+
+def _pair(kl_fn, post: State, prior: State, pair_fn=None):
+    if pair_fn is not None:
+        return pair_fn(post, prior)
+    return kl_fn(sg(post), prior), kl_fn(post, sg(prior))
 
 
 @register("kl", "free_nats")
@@ -32,7 +40,7 @@ class FreeNatsKL(KL):
         super().__init__()
         self.free, self.scales = free, {"kl": scale}
 
-    def forward(self, kl_fn, post: State, prior: State):
+    def forward(self, kl_fn, post: State, prior: State, pair_fn=None):
         value = kl_fn(post, prior)
         return {"kl": torch.clamp(value.mean(), min=self.free)}, {"kl": value.mean().detach()}
 
@@ -46,9 +54,9 @@ class BalancedKL(KL):
         super().__init__()
         self.alpha, self.free, self.scales = alpha, free, {"kl": scale}
 
-    def forward(self, kl_fn, post: State, prior: State):
-        lhs = kl_fn(sg(post), prior).mean()  # trains the prior
-        rhs = kl_fn(post, sg(prior)).mean()  # regularises the posterior
+    def forward(self, kl_fn, post: State, prior: State, pair_fn=None):
+        lhs, rhs = _pair(kl_fn, post, prior, pair_fn)  # trains the prior; the posterior
+        lhs, rhs = lhs.mean(), rhs.mean()
         loss = (self.alpha * torch.clamp(lhs, min=self.free)
                 + (1 - self.alpha) * torch.clamp(rhs, min=self.free))
         return {"kl": loss}, {"kl": lhs.detach()}
@@ -64,9 +72,8 @@ class SplitKL(KL):
         super().__init__()
         self.free, self.scales = free, {"dyn": dyn, "rep": rep}
 
-    def forward(self, kl_fn, post: State, prior: State):
-        dyn = kl_fn(sg(post), prior)
-        rep = kl_fn(post, sg(prior))
+    def forward(self, kl_fn, post: State, prior: State, pair_fn=None):
+        dyn, rep = _pair(kl_fn, post, prior, pair_fn)
         losses = {"dyn": torch.clamp(dyn, min=self.free).mean(),
                   "rep": torch.clamp(rep, min=self.free).mean()}
         return losses, {"kl": dyn.mean().detach()}

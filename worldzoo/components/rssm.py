@@ -100,6 +100,12 @@ class RSSM(nn.Module):
         """KL(lhs || rhs) summed over the latent, shape = batch shape."""
         raise NotImplementedError
 
+    def kl_pair(self, post: State, prior: State) -> tuple[torch.Tensor, torch.Tensor]:
+        """(KL(sg(post) || prior), KL(post || sg(prior))): the same values, the first
+        training the prior, the second the posterior (DreamerV2's balancing, V3's dyn/rep)."""
+        return (self.kl({k: v.detach() for k, v in post.items()}, prior),
+                self.kl(post, {k: v.detach() for k, v in prior.items()}))
+
     def _latent(self, raw: torch.Tensor) -> tuple[State, torch.Tensor]:
         """(statistics, sample) from a net's raw output; subclasses may share work."""
         stats = self._stats(raw)
@@ -305,6 +311,35 @@ class CategoricalRSSM(RSSM):
         lp = torch.log_softmax(lhs["logits"], -1)
         rp = torch.log_softmax(rhs["logits"], -1)
         return (lp.exp() * (lp - rp)).sum((-2, -1))
+
+    def kl_pair(self, post: State, prior: State) -> tuple[torch.Tensor, torch.Tensor]:
+        if torch.is_autocast_enabled(post["logits"].device.type):
+            return super().kl_pair(post, prior)
+        return _KLPair.apply(post["logits"], prior["logits"])
+
+
+class _KLPair(torch.autograd.Function):
+    """`CategoricalRSSM.kl_pair` as one node: the KL computed once for both terms, and each
+    term's gradient by its closed form (what autograd gives through log_softmax): w.r.t. the
+    prior's logits g_dyn * (q - p), w.r.t. the posterior's g_rep * p * (log p - log q - the
+    latent's KL). Half the passes over [B, T, stoch, classes] of two `kl` calls."""
+
+    @staticmethod
+    def forward(ctx, post_logits: torch.Tensor, prior_logits: torch.Tensor):
+        lp = torch.log_softmax(post_logits, -1)
+        rp = torch.log_softmax(prior_logits, -1)
+        p, diff = lp.exp(), lp - rp
+        per_latent = (p * diff).sum(-1, keepdim=True)
+        ctx.save_for_backward(p, rp, diff, per_latent)
+        kl = per_latent.sum((-2, -1))
+        return kl, kl.clone()
+
+    @staticmethod
+    def backward(ctx, g_dyn: torch.Tensor, g_rep: torch.Tensor):
+        p, rp, diff, per_latent = ctx.saved_tensors
+        g_post = g_rep[..., None, None] * p * (diff - per_latent)
+        g_prior = g_dyn[..., None, None] * (rp.exp() - p)
+        return g_post, g_prior
 
 
 class _MixedStraightThrough(torch.autograd.Function):

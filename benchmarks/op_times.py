@@ -26,7 +26,7 @@ from collections import defaultdict
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from worldzoo.benchmarks.speed import PHASES, build, matmul_peak, pytorch_path
+from worldzoo.benchmarks.speed import PHASES, build, matmul_peak
 
 PRODUCTS = ("aten.mm.", "aten.addmm.", "aten.bmm.", "aten.baddbmm.", "mkldnn",
             "aten.convolution.", "aten.convolution_backward.", "aten.mkldnn_convolution.")
@@ -131,14 +131,18 @@ def main(argv: list[str] | None = None) -> None:
           f"at {flops / prod / 1e9:.0f} GFLOP/s ({flops / prod / 1e9 / peak:.0%} of peak); "
           f"the {what} at {flops / (prod + rest) / 1e9 / peak:.0%} of peak under the timer; "
           f"with every other op free: {flops / prod / 1e9 / peak:.0%}")
+    from worldzoo import native
+
+    if native.describe() == "c":
+        print("The C kernels (worldzoo/native.py) run outside the timed ops: neither their time "
+              "nor their products are above (WORLDZOO_NATIVE=off times the PyTorch path)")
 
 
 def _flops(agent, batch, phase: str | None = None) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
-    with pytorch_path():  # (the C unroll's products are invisible to the counter)
-        _run(agent, batch, lambda: counter, phase)
+    _run(agent, batch, lambda: counter, phase)
     return float(counter.get_total_flops())
 
 

@@ -174,3 +174,46 @@ def test_c_unroll_in_whole_updates():
     finally:
         rssm_native.ENABLED = True
     torch.testing.assert_close(params[True], params[False], rtol=1e-4, atol=1e-5)
+
+
+@needs_kernels
+def test_imagination_feature_buffer_changes_no_bit(monkeypatch):
+    """Imagination writing each step's features into one buffer through C (no concatenation,
+    no stack; autograd's version counter bypassed for rows no saved tensor reads) trains
+    exactly as the stacked features do: the same parameters, bit for bit, after 3 updates."""
+    import copy
+
+    from _fakes import fake_batch, spaces
+
+    from worldzoo.agent import Agent
+    from worldzoo.config import apply_sets, get_recipe
+
+    cfg = apply_sets(get_recipe("dreamerv3", "debug"), ["train.horizon=4"])
+    o, a = spaces("vector", "continuous")
+    torch.manual_seed(0)
+    batches = [fake_batch(o, a) for _ in range(3)]
+    agent = Agent(cfg, o, a)
+    start = {"deter": torch.zeros(5, agent.wm.rssm.deter), "stoch": torch.zeros(5, 1)}
+    assert agent.wm.rssm.feat_buffer(start, 4).shape[:2] == (5, 5)
+    params = []
+    for use_buffer in (True, False):
+        if not use_buffer:
+            monkeypatch.setattr(CategoricalRSSM, "feat_buffer", lambda self, s, n: None)
+        trained = copy.deepcopy(agent)
+        torch.manual_seed(1)
+        for b in batches:
+            trained.train_step(b)
+        params.append(torch.cat([p.detach().flatten() for p in trained.parameters()]))
+    assert torch.equal(params[0], params[1])
+
+
+@needs_kernels
+def test_writes_through_pointers_check_their_target():
+    src = torch.randn(4, 3)
+    buf = torch.zeros(4, 8)
+    rssm_native.write_rows(src, buf[:, 5:])
+    assert torch.equal(buf[:, 5:], src) and buf[:, :5].abs().sum() == 0
+    with pytest.raises(ValueError, match=r"expected a \[4, 3\] float32 CPU view"):
+        rssm_native.write_rows(src, buf[:, 4:])
+    with pytest.raises(ValueError, match="unit column stride"):
+        rssm_native.write_rows(src, torch.zeros(3, 4).t())

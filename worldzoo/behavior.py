@@ -46,18 +46,28 @@ class ActorCritic(nn.Module):
         backprop = self.actor.backprop
         state = start
         feat = compute_dtype(wm.rssm.feat(state))  # only nets read it: cast once, not per net
+        # where the RSSM offers it (no gradient through the dynamics): every step's features
+        # written into one buffer (RSSM.feat_buffer), not concatenated and stacked
+        buffer = None if backprop else wm.rssm.feat_buffer(start, self.horizon)
+        if buffer is not None:
+            buffer[0].copy_(feat)  # (before any view of it is saved)
+            feat = buffer[0]
         feats, actions, raws = [feat], [], []
-        for _ in range(self.horizon):
+        for t in range(self.horizon):
             raw = self.actor.net(feat.detach())
             action = self.actor.dist(raw).sample()
-            state = wm.rssm.img_step(state, action if backprop else action.detach())
-            feat = compute_dtype(wm.rssm.feat(state))
+            if buffer is not None:
+                state = wm.rssm.img_step(state, action.detach(), out=buffer[t + 1])
+                feat = buffer[t + 1]
+            else:
+                state = wm.rssm.img_step(state, action if backprop else action.detach())
+                feat = compute_dtype(wm.rssm.feat(state))
             feats.append(feat)
             actions.append(action)
             raws.append(raw)
         actions.append(torch.zeros_like(actions[-1]))
-        return {"feat": torch.stack(feats), "action": torch.stack(actions),
-                "actor_raw": torch.stack(raws)}
+        return {"feat": torch.stack(feats) if buffer is None else buffer,
+                "action": torch.stack(actions), "actor_raw": torch.stack(raws)}
 
     def rollout(self, wm: WorldModel, post: dict[str, torch.Tensor],
                 is_terminal: torch.Tensor) -> Trajectory:

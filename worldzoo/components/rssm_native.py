@@ -157,14 +157,37 @@ def sample_usable(raw: torch.Tensor) -> bool:
             and raw.dim() == 2 and not raw.requires_grad and native.available("observe"))
 
 
-def sample_onehot(raw: torch.Tensor, k: int, classes: int, unimix: float) -> torch.Tensor:
+def sample_onehot(raw: torch.Tensor, k: int, classes: int, unimix: float,
+                  out: torch.Tensor | None = None) -> torch.Tensor:
     """One-hot samples [N, k * K] of softmax(raw) mixed with `unimix` uniform, by inverse CDF
     with one uniform per latent (torch's stream, as `dists.sample_onehot` draws it), on
-    torch's intra-op threads (OpenMP)."""
+    torch's intra-op threads (OpenMP). `out`: a [N, k * K] view (unit column stride) to write
+    them into, through its pointer (see `write_rows`)."""
     raw = raw.contiguous()
-    out = torch.empty_like(raw)
-    uniform = torch.rand(raw.shape[0], k)
+    N = raw.shape[0]
+    if out is None:
+        out = torch.empty_like(raw)
+    _check_rows(out, N, k * classes)
+    uniform = torch.rand(N, k)
     native.load("observe").wz_sample_onehot(
-        c_void_p(raw.data_ptr()), c_void_p(out.data_ptr()), c_void_p(uniform.data_ptr()),
-        raw.shape[0], k, classes, c_float(unimix))
+        c_void_p(raw.data_ptr()), c_void_p(out.data_ptr()), out.stride(0),
+        c_void_p(uniform.data_ptr()), N, k, classes, c_float(unimix))
     return out
+
+
+def write_rows(src: torch.Tensor, out: torch.Tensor) -> None:
+    """`out[:] = src` for 2-D float32 CPU tensors, through the pointers: autograd's version
+    counter of `out`'s storage does not move. For imagination's feature buffer only, whose
+    earlier steps' views the actor saved for its backward and whose rows written here no
+    saved tensor reads (a torch copy would fail the backward's version check)."""
+    src = src.contiguous()
+    _check_rows(out, *src.shape)
+    native.load("observe").wz_copy_rows(c_void_p(src.data_ptr()), src.shape[1],
+                                        c_void_p(out.data_ptr()), out.stride(0), *src.shape)
+
+
+def _check_rows(out: torch.Tensor, rows: int, cols: int) -> None:
+    if not (out.dtype == torch.float32 and out.device.type == "cpu" and out.dim() == 2
+            and out.shape == (rows, cols) and out.stride(1) == 1):
+        raise ValueError(f"expected a [{rows}, {cols}] float32 CPU view with unit column "
+                         f"stride, got {tuple(out.shape)} {out.dtype} strides {out.stride()}")

@@ -469,10 +469,11 @@ int wz_observe_backward(const wz_observe_grad_args *g) {
 }
 
 /* Imagination's prior sample (no gradient): raw [N, k * K] to one-hot samples out
-   [N, k * K], as the unroll samples its posterior, the rows split over the OpenMP threads
-   (PyTorch's own runtime where it is libgomp, loaded already: no second pool) */
-int wz_sample_onehot(const float *raw, float *out, const float *uniform, int N, int k, int K,
-                     float mix) {
+   [N, k * K] (rows ld_out apart), as the unroll samples its posterior, the rows split over
+   the OpenMP threads (PyTorch's own runtime where it is libgomp, loaded already: no second
+   pool) */
+int wz_sample_onehot(const float *raw, float *out, int ld_out, const float *uniform, int N,
+                     int k, int K, float mix) {
     const int S = k * K;
 #pragma omp parallel
     {
@@ -481,8 +482,17 @@ int wz_sample_onehot(const float *raw, float *out, const float *uniform, int N, 
 #pragma omp for schedule(static)
         for (int r = 0; r < N; r++) {
             memcpy(o, raw + (size_t)r * S, sizeof(float) * S);
-            latent_row(o, p, out + (size_t)r * S, k, K, mix, uniform + (size_t)r * k, scratch);
+            latent_row(o, p, out + (size_t)r * ld_out, k, K, mix, uniform + (size_t)r * k,
+                       scratch);
         }
     }
+    return 0;
+}
+
+/* dst[r, :n] = src[r, :n] for N rows (ld_src, ld_dst apart) */
+int wz_copy_rows(const float *src, int ld_src, float *dst, int ld_dst, int N, int n) {
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < N; r++)
+        memcpy(dst + (size_t)r * ld_dst, src + (size_t)r * ld_src, sizeof(float) * n);
     return 0;
 }

@@ -30,3 +30,28 @@ def fake_batch(obs_space, act_space, b: int = 3, t: int = 6) -> dict:
     out["is_terminal"] = torch.zeros(b, t, dtype=torch.bool)
     out["is_terminal"][0, 2] = True
     return out
+
+
+def categorical_rssm(unimix: float, initial: str, act: str = "silu", norm: str = "layer"):
+    """A small float32 CategoricalRSSM (embed 6, action 2, 4 x 5 latent, deter 8, hidden 7)
+    with non-trivial LayerNorm affines and initial state, from seed 0."""
+    from worldzoo.components.rssm import CategoricalRSSM
+
+    torch.manual_seed(0)
+    rssm = CategoricalRSSM(embed=6, action=2, stoch=4, classes=5, deter=8, hidden=7, act=act,
+                           norm=norm, cell="norm_gru", unimix=unimix, initial=initial,
+                           action_clip=1.0)
+    with torch.no_grad():
+        for name, p in rssm.named_parameters():
+            if "norm" in name or name.startswith(("img_in.1", "post_net.1", "init")):
+                p.add_(0.3 * torch.randn_like(p))
+    return rssm
+
+
+def trained_params(agent, batches: list[dict], seed: int = 10) -> torch.Tensor:
+    """The agent's parameters, flattened, after one train step on each batch (seed + i
+    before step i)."""
+    for i, b in enumerate(batches):
+        torch.manual_seed(seed + i)
+        agent.train_step(b)
+    return torch.cat([p.detach().flatten() for p in agent.parameters()])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _fakes import categorical_rssm, fake_batch, spaces, trained_params
 
 from worldzoo import native
 from worldzoo.components import rssm_fused, rssm_native
@@ -15,18 +16,6 @@ from worldzoo.dists import sample_onehot
 
 needs_kernels = pytest.mark.skipif(not native.available("observe"),
                                    reason="no C compiler or no MKL: the PyTorch path runs")
-
-
-def _rssm(unimix: float, initial: str, act: str, norm: str) -> CategoricalRSSM:
-    torch.manual_seed(0)
-    rssm = CategoricalRSSM(embed=6, action=2, stoch=4, classes=5, deter=8, hidden=7, act=act,
-                           norm=norm, cell="norm_gru", unimix=unimix, initial=initial,
-                           action_clip=1.0)
-    with torch.no_grad():  # non-trivial LayerNorm affines and initial state
-        for name, p in rssm.named_parameters():
-            if "norm" in name or name.startswith(("img_in.1", "post_net.1", "init")):
-                p.add_(0.3 * torch.randn_like(p))
-    return rssm
 
 
 def _run(rssm, use_c: bool, monkeypatch, retain: bool = False):
@@ -62,7 +51,7 @@ def _run(rssm, use_c: bool, monkeypatch, retain: bool = False):
     (0.1, "zeros", "silu", "none"),
 ])
 def test_c_unroll_matches_the_pytorch_unroll(monkeypatch, unimix, initial, act, norm):
-    rssm = _rssm(unimix, initial, act, norm)
+    rssm = categorical_rssm(unimix, initial, act, norm)
     ref_node, ref_post, ref = _run(rssm, False, monkeypatch)
     node, post, got = _run(rssm, True, monkeypatch, retain=True)
     assert ref_node.startswith("_Observe") and node.startswith("NativeObserve")
@@ -76,7 +65,7 @@ def test_c_unroll_matches_the_pytorch_unroll(monkeypatch, unimix, initial, act, 
 
 @needs_kernels
 def test_c_unroll_only_where_it_applies(monkeypatch):
-    rssm = _rssm(0.01, "zeros", "silu", "layer")
+    rssm = categorical_rssm(0.01, "zeros", "silu", "layer")
     x = torch.zeros(2, 3, 6)
     assert rssm_native.usable(rssm, x)
     assert not rssm_native.usable(rssm, x.double())  # float64: the PyTorch unroll
@@ -167,10 +156,7 @@ def test_c_unroll_in_whole_updates():
             agent = Agent(cfg, o, a)
             assert rssm_native.usable(agent.wm.rssm, batches[0]["vector"]) == use_c
             assert rssm_fused.fusable(agent.wm.rssm, batches[0]["vector"])
-            for i, b in enumerate(batches):
-                torch.manual_seed(10 + i)
-                agent.train_step(b)
-            params[use_c] = torch.cat([p.detach().flatten() for p in agent.parameters()])
+            params[use_c] = trained_params(agent, batches)
     finally:
         rssm_native.ENABLED = True
     torch.testing.assert_close(params[True], params[False], rtol=1e-4, atol=1e-5)
@@ -182,8 +168,6 @@ def test_imagination_feature_buffer_changes_no_bit(monkeypatch):
     no stack; autograd's version counter bypassed for rows no saved tensor reads) trains
     exactly as the stacked features do: the same parameters, bit for bit, after 3 updates."""
     import copy
-
-    from _fakes import fake_batch, spaces
 
     from worldzoo.agent import Agent
     from worldzoo.config import apply_sets, get_recipe
@@ -199,11 +183,7 @@ def test_imagination_feature_buffer_changes_no_bit(monkeypatch):
     for use_buffer in (True, False):
         if not use_buffer:
             monkeypatch.setattr(CategoricalRSSM, "feat_buffer", lambda self, s, n: None)
-        trained = copy.deepcopy(agent)
-        torch.manual_seed(1)
-        for b in batches:
-            trained.train_step(b)
-        params.append(torch.cat([p.detach().flatten() for p in trained.parameters()]))
+        params.append(trained_params(copy.deepcopy(agent), batches))
     assert torch.equal(params[0], params[1])
 
 

@@ -1,10 +1,13 @@
 """The fused posterior unroll (`rssm_fused`) with its per-step work in C
 (`worldzoo/kernels/observe.c`, built by `worldzoo.native`): one call runs the forward over all
-steps, one the backward through time, each step's four products on MKL's sgemm and everything
-between them (LayerNorm, activation, the NormGRU gating, softmax, unimix, the one-hot sample
-and their backwards) as plain loops over the batch's 16 rows. In Python each of those ~25
-small ops per step costs its dispatch, an allocation and a pass over cold memory, ~10 us each
-inside the unroll; here a step's elementwise work is a few microseconds.
+steps, one the backward through time, each step's four products on MKL (packed GEMM where
+it is exported: each weight packed once per unroll; else sgemm) and everything between them
+(LayerNorm, activation, the NormGRU gating, softmax, unimix, the one-hot sample and their
+backwards) as plain loops over the batch's 16 rows. In Python each of those ~25 small ops per
+step costs its dispatch, an allocation and a pass over cold memory, ~10 us each inside the
+unroll; here a step's elementwise work is a few microseconds. Also here: imagination's prior
+sample in C (`sample_onehot`, OpenMP over the rows) and the pointer writes into imagination's
+feature buffer (`write_rows`, see `CategoricalRSSM.feat_buffer`).
 
 Same maths as `rssm_fused` (which tests/test_native.py checks it against), float32 only, and
 only where the CPU GEMM backend is MKL (`worldzoo.gemm`; on oneDNN machines the Python path

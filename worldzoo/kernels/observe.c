@@ -2,8 +2,10 @@
  * through time in C: the per-step elementwise work of worldzoo/components/rssm_fused.py
  * (LayerNorm, SiLU/ELU, the NormGRU gating, softmax, unimix, the inverse-CDF one-hot sample
  * and their backwards) as loops over 16-row tensors, and the per-step products through the
- * BLAS `sgemm_` whose address Python hands over (MKL's, inside PyTorch). Same maths as
- * rssm_fused.py step for step, in float32; built and loaded by worldzoo/native.py. */
+ * MKL functions whose addresses Python hands over (inside PyTorch: packed GEMM, else sgemm);
+ * and imagination's prior sample over OpenMP's threads. Same maths as rssm_fused.py step for
+ * step, in float32; built and loaded by worldzoo/native.py, called by
+ * worldzoo/components/rssm_native.py. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>

@@ -197,3 +197,12 @@ def test_writes_through_pointers_check_their_target():
         rssm_native.write_rows(src, buf[:, 4:])
     with pytest.raises(ValueError, match="unit column stride"):
         rssm_native.write_rows(src, torch.zeros(3, 4).t())
+
+
+@needs_kernels
+def test_feature_buffer_only_without_gradients():
+    rssm = categorical_rssm(0.01, "zeros")
+    start = {"deter": torch.zeros(3, 8), "stoch": torch.zeros(3, 20)}
+    assert rssm.feat_buffer(start, 4) is None  # the prior's parameters train: no buffer
+    with torch.no_grad():
+        assert rssm.feat_buffer(start, 4).shape == (5, 3, 28)

@@ -320,6 +320,8 @@ class CategoricalRSSM(RSSM):
                 and deter.dtype == torch.float32 and not deter.requires_grad
                 and not torch.is_autocast_enabled("cpu") and native.available("observe")):
             return None
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
+            return None  # (imagination outside `behavior.frozen`: the prior trains)
         return deter.new_empty(steps + 1, deter.shape[0], self.stoch_dim + self.deter)
 
     def _img_into(self, deter: torch.Tensor, out: torch.Tensor) -> State:

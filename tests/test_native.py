@@ -178,12 +178,17 @@ def test_imagination_feature_buffer_changes_no_bit(monkeypatch):
     batches = [fake_batch(o, a) for _ in range(3)]
     agent = Agent(cfg, o, a)
     start = {"deter": torch.zeros(5, agent.wm.rssm.deter), "stoch": torch.zeros(5, 1)}
-    assert agent.wm.rssm.feat_buffer(start, 4).shape[:2] == (5, 5)
-    params = []
+    with torch.no_grad():
+        assert agent.wm.rssm.feat_buffer(start, 4).shape[:2] == (5, 5)
+    params, writes = [], []
+    into = CategoricalRSSM._img_into
+    monkeypatch.setattr(CategoricalRSSM, "_img_into",
+                        lambda self, *a: writes.append(1) or into(self, *a))
     for use_buffer in (True, False):
         if not use_buffer:
             monkeypatch.setattr(CategoricalRSSM, "feat_buffer", lambda self, s, n: None)
         params.append(trained_params(copy.deepcopy(agent), batches))
+        assert len(writes) == (3 * 4 if use_buffer else 12)  # 3 updates x horizon 4, then none
     assert torch.equal(params[0], params[1])
 
 

@@ -211,3 +211,17 @@ def test_feature_buffer_only_without_gradients():
     assert rssm.feat_buffer(start, 4) is None  # the prior's parameters train: no buffer
     with torch.no_grad():
         assert rssm.feat_buffer(start, 4).shape == (5, 3, 28)
+
+
+@needs_kernels
+def test_c_unroll_without_packed_gemm(monkeypatch):
+    """Where MKL's packed GEMM is not exported, the unroll multiplies by plain sgemm (on
+    transposed copies of the weights): the same values to rounding."""
+    rssm = categorical_rssm(0.01, "learned", "silu", "layer")
+    _, packed_post, packed = _run(rssm, True, monkeypatch)
+    monkeypatch.setattr(native.load("observe"), "wz_pack", [None] * 3)
+    _, post, plain = _run(rssm, True, monkeypatch)
+    assert torch.equal(post["stoch"], packed_post["stoch"])
+    torch.testing.assert_close(post["deter"], packed_post["deter"], rtol=1e-5, atol=1e-6)
+    for name in packed:
+        torch.testing.assert_close(plain[name], packed[name], rtol=1e-4, atol=1e-5, msg=name)

@@ -285,6 +285,13 @@ static void latent_bwd(const float *restrict sf, const float *restrict p,
         for (int c = 0; c < K; c++) out[c] = sf[c] * (out[c] - s) + gl[c];
 }
 
+/* y[M, N] = x[M, K] @ W^T + beta * y for W [N, K] (row stride ldw), all row-major */
+static void mm_nt(sgemm_fn f, int M, int N, int K, const float *x, int ldx, const float *w,
+                  int ldw, float beta, float *y, int ldy) {
+    const float one = 1.0f;
+    f("T", "N", &N, &M, &K, &one, w, &ldw, x, &ldx, &beta, y, &ldy);
+}
+
 /* y[M, N] = g[M, K] @ W + beta * y for W [K, N] (row stride ldw), all row-major */
 static void mm_nn(sgemm_fn f, int M, int N, int K, const float *g, int ldg, const float *w,
                   int ldw, float beta, float *y, int ldy) {
@@ -293,22 +300,22 @@ static void mm_nn(sgemm_fn f, int M, int N, int K, const float *g, int ldg, cons
 }
 
 /* A weight operand of the per-step products: y[M, N] = x[M, K] @ op(W) with op(W) = W^T
-   (W [N, K], `trans`) or W (W [K, N]); packed once where MKL's packed GEMM is there,
-   else multiplied by plain sgemm (`plain`: a row-major [K, N] copy of op(W), or W itself) */
+   (W [N, K], `trans`) or W (W [K, N]); packed once where MKL's packed GEMM is there, else
+   multiplied by plain sgemm: by `plain`, a row-major [K, N] op(W) (W itself or a transposed
+   copy: 16 rows times W^T are 2-3x slower on MKL) where given, else by op(W) as it is */
 typedef struct {
     const wz_observe_args *a;
-    int M, N, K;
-    const float *plain;
-    int ld;
+    int M, N, K, ld, trans, ld_plain;
+    const float *w, *plain;
     float *packed;
 } wz_mat;
 
 static wz_mat mat(const wz_observe_args *a, int M, int N, int K, const float *w, int ld,
                   int trans, const float *plain, int ld_plain) {
-    wz_mat m = {a, M, N, K, plain, ld_plain, NULL};
+    wz_mat m = {a, M, N, K, ld, trans, ld_plain, w, plain, NULL};
     if (a->pack_size) {
         m.packed = malloc(a->pack_size(B_MATRIX, M, N, K));
-        if (m.packed)
+        if (m.packed) /* (else, out of memory: plain sgemm) */
             a->pack(ROW_MAJOR, B_MATRIX, trans ? TRANS : NO_TRANS, M, N, K, 1.0f, w, ld,
                     m.packed);
     }
@@ -319,8 +326,12 @@ static void mm(const wz_mat *m, const float *x, int ldx, float beta, float *y, i
     if (m->packed)
         m->a->compute(ROW_MAJOR, NO_TRANS, PACKED, m->M, m->N, m->K, x, ldx, m->packed, m->N,
                       beta, y, ldy);
+    else if (m->plain)
+        mm_nn(m->a->sgemm, m->M, m->N, m->K, x, ldx, m->plain, m->ld_plain, beta, y, ldy);
+    else if (m->trans)
+        mm_nt(m->a->sgemm, m->M, m->N, m->K, x, ldx, m->w, m->ld, beta, y, ldy);
     else
-        mm_nn(m->a->sgemm, m->M, m->N, m->K, x, ldx, m->plain, m->ld, beta, y, ldy);
+        mm_nn(m->a->sgemm, m->M, m->N, m->K, x, ldx, m->w, m->ld, beta, y, ldy);
 }
 
 int wz_observe_forward(const wz_observe_args *a) {

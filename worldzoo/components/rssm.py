@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worldzoo import gemm, native
+from worldzoo import gemm
 from worldzoo.components import rssm_fused, rssm_native
 from worldzoo.dists import sample_onehot
 from worldzoo.nets import MLP, full_precision, linear_block
@@ -316,9 +316,7 @@ class CategoricalRSSM(RSSM):
         version counter does not see: the actor saves each step's row for its backward
         while the next rows are written, and a torch write would fail that check."""
         deter = start["deter"]
-        if not (rssm_native.ENABLED and deter.device.type == "cpu" and deter.dim() == 2
-                and deter.dtype == torch.float32 and not deter.requires_grad
-                and not torch.is_autocast_enabled("cpu") and native.available("observe")):
+        if not rssm_native.sample_usable(deter):
             return None
         if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
             return None  # (imagination outside `behavior.frozen`: the prior trains)

@@ -48,13 +48,16 @@ class _GradArgs(Structure):
         "g_deter", "g_logits", "g_stoch", *_GRADS, "gh", "gz", "g_init_h", "g_init_z", "work")]
 
 
+def _takes(t: torch.Tensor) -> bool:
+    """Whether the kernels can take `t`: float32 on the CPU, the C path on and built."""
+    return (ENABLED and t.device.type == "cpu" and t.dtype == torch.float32
+            and native.available("observe"))
+
+
 def usable(rssm, x: torch.Tensor) -> bool:
     """Whether the C unroll runs for `rssm.observe` on `x` (given `rssm_fused.fusable`)."""
-    if not (ENABLED and x.device.type == "cpu" and x.dtype == torch.float32):
-        return False
-    if not all(p.is_contiguous() for p in rssm.parameters()):
-        return False
-    return gemm.cpu_gemm() == "mkl" and native.available("observe")
+    return (_takes(x) and all(p.is_contiguous() for p in rssm.parameters())
+            and gemm.cpu_gemm() == "mkl")
 
 
 def _ptr(t: torch.Tensor | None) -> int | None:
@@ -155,9 +158,10 @@ class NativeObserve(torch.autograd.Function):
 
 
 def sample_usable(raw: torch.Tensor) -> bool:
-    """Whether `sample_onehot` takes `raw` (a prior's raw output that needs no gradient)."""
-    return (ENABLED and raw.device.type == "cpu" and raw.dtype == torch.float32
-            and raw.dim() == 2 and not raw.requires_grad and native.available("observe"))
+    """Whether `sample_onehot` takes `raw` (a prior's raw output, or a state of the rows it
+    will be drawn for, that needs no gradient)."""
+    return (_takes(raw) and raw.dim() == 2 and not raw.requires_grad
+            and not torch.is_autocast_enabled("cpu"))
 
 
 def sample_onehot(raw: torch.Tensor, k: int, classes: int, unimix: float,
